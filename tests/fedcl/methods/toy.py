@@ -52,21 +52,28 @@ def run_two_tasks(
     lr: float = 0.05,
     n: int = 400,
     model: nn.Module | None = None,
+    task_fn: Callable[[int, int, int], tuple[torch.Tensor, torch.Tensor]] = toy_task,
+    multi_head: bool = False,
 ) -> ToyResult:
     """Train one client on task 0 then task 1, calling every hook as the client app does.
 
     A fresh method object is built every round and restored from the previous
     round's ``state_dict()``, exactly as the client app does between messages.
+    ``task_fn(task, n, seed)`` makes a task's data; ``multi_head`` gives each task its head.
     """
     state: dict = {}
     model = model if model is not None else make_model(seed)
     device = torch.device("cpu")
-    test = [toy_task(t, 400, seed + 999) for t in range(2)]
+    test = [task_fn(t, 400, seed + 999) for t in range(2)]
+
+    def acc(t: int) -> float:
+        return evaluate(model, *test[t], task_id=t, multi_head=multi_head, task_classes=[2 * t, 2 * t + 1])[1]
+
     accs: dict[str, float] = {}
     seen: list[int] = []
     rnd = 0
     for task in range(2):
-        x, y = toy_task(task, n, seed)
+        x, y = task_fn(task, n, seed)
         seen.append(task)
         for r in range(rounds_per_task):
             rnd += 1
@@ -85,7 +92,8 @@ def run_two_tasks(
                 seen_tasks=list(seen),
                 global_params={k: v.detach().clone() for k, v in model.named_parameters()},
                 generator=torch.Generator().manual_seed(seed * 1000 + rnd),
-                task_data=lambda t: toy_task(t, n, seed),
+                task_data=lambda t: task_fn(t, n, seed),
+                multi_head=multi_head,
             )
             method = make_method()
             method.load_state_dict(state)
@@ -96,5 +104,5 @@ def run_two_tasks(
                 method.after_task(ctx)
             state = method.state_dict()
         if task == 0:
-            accs["a00"] = evaluate(model, *test[0])[1]
-    return ToyResult(accs["a00"], evaluate(model, *test[0])[1], evaluate(model, *test[1])[1])
+            accs["a00"] = acc(0)
+    return ToyResult(accs["a00"], acc(0), acc(1))

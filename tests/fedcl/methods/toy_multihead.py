@@ -12,10 +12,9 @@ from collections.abc import Callable
 
 import torch
 
-from fedcl.methods.base import CLMethod, TaskContext
+from fedcl.methods.base import CLMethod
 from fedcl.models import MLP
-from fedcl.trainer import TrainConfig, evaluate, train_local
-from tests.fedcl.methods.toy import ToyResult
+from tests.fedcl.methods.toy import ToyResult, run_two_tasks
 
 DIM = 8
 NUM_CLASSES = 4
@@ -36,48 +35,9 @@ def run_two_tasks_multi_head(
     n: int = 400,
     hidden: int = 2,
 ) -> ToyResult:
-    """Like ``toy.run_two_tasks`` (method rebuilt every round) with a two-head model."""
+    """``toy.run_two_tasks`` (method rebuilt every round) on the two-head stream."""
     torch.manual_seed(seed)
     model = MLP((DIM,), NUM_CLASSES, hidden=[hidden], num_heads=2)
-    test = [mh_task(t, 400, seed + 999) for t in range(2)]
-    state: dict = {}
-    seen: list[int] = []
-    rnd = 0
-    acc00 = 0.0
-
-    def acc(t: int) -> float:
-        return evaluate(model, *test[t], task_id=t, multi_head=True, task_classes=[2 * t, 2 * t + 1])[1]
-
-    for task in range(2):
-        x, y = mh_task(task, n, seed)
-        seen.append(task)
-        for r in range(rounds_per_task):
-            rnd += 1
-            ctx = TaskContext(
-                model=model,
-                task_id=task,
-                client_id=0,
-                server_round=rnd,
-                task_round=r,
-                last_round_of_task=r == rounds_per_task - 1,
-                x=x,
-                y=y,
-                device=torch.device("cpu"),
-                num_classes=NUM_CLASSES,
-                task_classes=[2 * task, 2 * task + 1],
-                seen_tasks=list(seen),
-                global_params={k: v.detach().clone() for k, v in model.named_parameters()},
-                generator=torch.Generator().manual_seed(seed * 1000 + rnd),
-                multi_head=True,
-            )
-            method = make_method()
-            method.load_state_dict(state)
-            if r == 0:
-                method.before_task(ctx)
-            train_local(method, ctx, TrainConfig(lr=lr, local_epochs=epochs, batch_size=32))
-            if ctx.last_round_of_task:
-                method.after_task(ctx)
-            state = method.state_dict()
-        if task == 0:
-            acc00 = acc(0)
-    return ToyResult(acc00, acc(0), acc(1))
+    return run_two_tasks(
+        make_method, seed, rounds_per_task, epochs, lr, n, model=model, task_fn=mh_task, multi_head=True
+    )
