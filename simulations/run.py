@@ -40,6 +40,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         cfg = load_run_config(Path(str(cfg["resume"])))
         run_dir = cfg["resume"]
     cfg = validate(cfg)
+    preflight(cfg)
     run_dir = Path(run_dir).resolve()
     cfg["output"]["dir"] = str(run_dir)
     # a stale error.txt from an earlier attempt would be read as this run's
@@ -47,6 +48,17 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     run_flower(cfg, run_dir)
     summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
     return summary
+
+
+def preflight(cfg: dict[str, Any]) -> None:
+    """Build the stream here, so missing or corrupt data fails before any Flower or Ray process starts.
+
+    The stream is cached per process, so the cost is one data load per launcher
+    (a grid reuses it for every job with the same stream settings).
+    """
+    from fedcl.data.streams import build_stream
+
+    build_stream(cfg["stream"], int(cfg["federation"]["num_clients"]), int(cfg["seed"]))
 
 
 def record_failure(run_dir: Path, exc: BaseException) -> str:

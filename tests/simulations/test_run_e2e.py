@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedcl.config import compose
+from fedcl.errors import DataError
 from simulations.launch import CONNECTION, PROJECT_ROOT, flower_env, superlink
 from simulations.run import run
 from tests.conftest import FMNIST_DIR, synthetic_overrides
@@ -80,3 +81,18 @@ def test_bad_group_option_fails_fast_with_one_clear_line() -> None:
     )
     assert proc.returncode != 0
     assert "method" in proc.stderr and "naive" in proc.stderr
+
+
+def test_missing_data_fails_before_any_flower_process_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: a run pointed at an empty data folder; starting Flower would be a bug
+    import simulations.launch
+
+    def no_flower(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("Flower was started although the data is missing")
+
+    monkeypatch.setattr(simulations.launch, "run_flower", no_flower)
+    cfg = compose(["experiment=smoke", f"stream.data_dir={tmp_path / 'empty'}"])
+
+    # Execute / Assert: the data error names the folder
+    with pytest.raises(DataError, match="empty"):
+        run(cfg, tmp_path / "run")
