@@ -80,6 +80,7 @@ def group_runs(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[s
     all_keys = sorted({k for g in configs for k in g["config"]})
     differing = [k for k in all_keys
                  if len({json.dumps(g["config"].get(k), default=str) for g in configs}) > 1]
+    differing = _drop_implied(differing, configs)
     for i, g in enumerate(configs):
         g["values"] = {k: g["config"].get(k) for k in differing}
         g["label"] = ", ".join(f"{k}={_fmt_value(v)}" for k, v in g["values"].items()) or "all runs"
@@ -88,6 +89,29 @@ def group_runs(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[s
         g["stats"] = {m: _mean_std([r.get(m) for r in g["runs"]]) for m in METRICS}
     configs.sort(key=lambda g: g["label"])
     return configs, differing
+
+
+def _drop_implied(differing: list[str], configs: list[dict[str, Any]]) -> list[str]:
+    """Drop ``group.key`` columns implied by ``group.name`` (``strategy=fot`` brings ``strategy.eps``).
+
+    A key stays when it varies between configurations of the same group option,
+    i.e. when the user swept it.
+    """
+    def ident(g: dict[str, Any], k: str) -> str:
+        return json.dumps(g["config"].get(k), default=str)
+
+    kept = []
+    for k in differing:
+        group, _, rest = k.partition(".")
+        name_key = f"{group}.name"
+        if rest and k != name_key and name_key in differing:
+            by_name: dict[str, set[str]] = {}
+            for g in configs:
+                by_name.setdefault(ident(g, name_key), set()).add(ident(g, k))
+            if all(len(v) == 1 for v in by_name.values()):
+                continue
+        kept.append(k)
+    return kept
 
 
 def _fmt_value(v: Any) -> str:

@@ -48,8 +48,8 @@ def test_report_groups_by_config_and_matches_hand_computed_mean_std(fake_grid: t
     root, runs = fake_grid
     # Execute
     out = report(root, plots=False)
-    # Assert: two configurations, differing in strategy name and mu; seed and output dir ignored
-    assert out["differing_keys"] == ["strategy.name", "strategy.proximal_mu"]
+    # Assert: two configurations, differing in strategy name (mu comes with it); seed and output dir ignored
+    assert out["differing_keys"] == ["strategy.name"]
     by_name = {c["values"]["strategy.name"]: c for c in out["configs"]}
     avg, prox = by_name["fedavg"], by_name["fedprox"]
     assert avg["runs"] == 3 and avg["seeds"] == [0, 1, 2] and prox["runs"] == 1
@@ -66,7 +66,7 @@ def test_report_groups_by_config_and_matches_hand_computed_mean_std(fake_grid: t
     assert len(rows) == 2
     r = next(x for x in rows if x["strategy.name"] == "fedavg")
     assert float(r["acc_mean"]) == pytest.approx(0.74) and float(r["acc_std"]) == pytest.approx(0.04)
-    assert r["runs"] == "3" and r["strategy.proximal_mu"] == "0.0"
+    assert r["runs"] == "3" and "strategy.proximal_mu" not in r
     assert next(x for x in rows if x["strategy.name"] == "fedprox")["acc_std"] == ""  # one seed: no std
     md = Path(out["report_md"]).read_text()
     assert "74.00 ± 4.00" in md and "20.00 ± 10.00" in md and "DataError: no IDX files" in md
@@ -101,3 +101,20 @@ def test_round_scalars_and_tensorboard_events(tmp_path: Path) -> None:
     loggers.log(row, 0.1)
     loggers.close()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_labels_leave_out_keys_implied_by_the_group_option_but_keep_swept_ones() -> None:
+    # Prepare: fedavg vs fot (fot brings eps), and fot swept over eps
+    from simulations.report import group_runs
+
+    def run(name: str, eps: float | None) -> dict:
+        strategy = {"name": name} | ({"eps": eps} if eps is not None else {})
+        return {"acc": 0.5, "config": {"seed": 0, "strategy": strategy}}
+
+    # Execute
+    _, implied = group_runs([run("fedavg", None), run("fot", 0.96)])
+    _, swept = group_runs([run("fedavg", None), run("fot", 0.96), run("fot", 0.9)])
+
+    # Assert
+    assert implied == ["strategy.name"]
+    assert swept == ["strategy.eps", "strategy.name"]
