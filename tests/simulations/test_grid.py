@@ -65,3 +65,20 @@ def test_grid_records_a_run_time_failure_and_runs_the_other_job(tmp_path: Path) 
     assert "[job 2/2] stream.dataset=mnist_format | FAILED" in proc.stderr
     assert "1 ok, 1 failed" in proc.stdout
     assert (sweep / "report.md").exists() and (sweep / "report.csv").exists()
+
+
+def test_parallel_grid_with_the_joblib_launcher(tmp_path: Path) -> None:
+    # Prepare: two seeds as two parallel jobs (hydra-joblib-launcher, the `grid-local` extra)
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "grid"
+    cmd = [sys.executable, "-m", "simulations.run", "-m", *synthetic_overrides("quiet=true"),
+           "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    # Execute
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    # Assert: both jobs ran (each its own SuperLink and Ray), both recorded, each with its own summary
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    g = json.loads((sweep / "grid.json").read_text())
+    assert sorted(j["status"] for j in g["jobs"]) == ["ok", "ok"]
+    seeds = {json.loads((Path(j["run_dir"]) / "summary.json").read_text())["config"]["seed"] for j in g["jobs"]}
+    assert seeds == {0, 1}
+    assert len((sweep / "index.jsonl").read_text().splitlines()) == 2
