@@ -20,14 +20,20 @@ from flwr.clientapp import ClientApp
 
 from fedcl import keys
 from fedcl.data import Stream, build_stream
+from fedcl.data.slice_cache import DEFAULT_BUDGET_MB
 from fedcl.errors import DataError
+from fedcl.faults import FaultPlan
 from fedcl.methods import build_method
 from fedcl.methods.base import TaskContext, state_nbytes
 from fedcl.models import build_model
+from fedcl.privacy.client_mod import privacy_mod
 from fedcl.state import open_store
+from fedcl.threads import match_torch_threads
 from fedcl.trainer import TrainConfig, derive_seed, pick_device, train_local
+from fedcl.unlearning.client import drop_classes
 
-app = ClientApp()
+# privacy_mod: SecAgg+ stages and Flower's DP client mods, as the run's privacy config asks
+app = ClientApp(mods=[privacy_mod])
 
 
 @lru_cache(maxsize=8)
@@ -66,6 +72,10 @@ def _prepare(
     seed = int(cfg["seed"])
     device = pick_device(str(cfg["device"]))
     stream = build_stream(cfg["stream"], cfg["federation"]["num_clients"], seed)
+    # performance (simulations/benchmarks/results/profile.md): materialised slices stay in this process up
+    # to backend.data_cache_mb, and a Ray actor runs as many torch threads as the CPUs Ray gave it
+    stream.cache.set_budget(cfg.get("backend", {}).get("data_cache_mb", DEFAULT_BUDGET_MB))
+    match_torch_threads()
     torch.manual_seed(derive_seed(seed, "client", client_id, server_round))  # dropout masks
     model = build_model(cfg["model"], stream.in_shape, stream.num_classes, stream.num_heads).to(device)
     arrays = msg.content[keys.ARRAYS]
@@ -78,9 +88,16 @@ def run_train(msg: Message, context: Context) -> Message:
     """Train one logical client for one round; the body of the ``train`` handler."""
     t0 = time.perf_counter()
     rec, cfg, client_id, task_id, server_round, seed, device, stream, model = _prepare(msg, context)
+    # faults= config group: a deterministic crash / delay / NaN reply for tests and drills (fedcl/faults.py)
+    faults = FaultPlan.draw(cfg.get("faults"), seed, server_round, client_id, int(rec.get(keys.ATTEMPT, 0)))  # type: ignore[arg-type]
+    faults.before_train(client_id, server_round)
     x, y = _on_device(stream.client_data(task_id, client_id), device)
+    # unlearning: classes of served deletion requests never train the model again
+    forget = [int(c) for c in rec.get(keys.FORGET_CLASSES, []) or []]  # type: ignore[union-attr]
+    x, y = drop_classes(x, y, forget)
 
-    store = open_store(cfg["federation"]["state_store"], context, rec.get(keys.STATE_DIR))  # type: ignore[arg-type]
+    store = open_store(cfg["federation"]["state_store"], context, rec.get(keys.STATE_DIR),  # type: ignore[arg-type]
+                       cfg["federation"].get("state_memory_mb", 256))
     saved = store.load(client_id)
     method = build_method(cfg["method"]["name"], cfg["method"].get("params"))
     method.load_state_dict(saved.get("method", {}))
@@ -106,7 +123,7 @@ def run_train(msg: Message, context: Context) -> Message:
         generator=torch.Generator().manual_seed(derive_seed(seed, "batches", client_id, server_round)),
         multi_head=stream.multi_head,
         payload={k: v for k, v in msg.content.items() if k not in (keys.ARRAYS, keys.CONFIG)},
-        task_data=lambda t: _on_device(stream.client_data(t, client_id), device),
+        task_data=lambda t: drop_classes(*_on_device(stream.client_data(t, client_id), device), forget),
     )
     if new_task:
         method.before_task(ctx)
@@ -134,7 +151,17 @@ def run_train(msg: Message, context: Context) -> Message:
             ),
         }
     )
-    return Message(content=content, reply_to=msg)
+    if cfg["eval"].get("local_forgetting", False):  # own model on own tasks, before averaging
+        from fedcl.local_eval import local_eval_record
+
+        content[keys.LOCAL_EVAL] = local_eval_record(model, stream, seen, client_id, cfg["eval"], device)
+    if rec.get(keys.REPORT_CLIENT_ID):  # FedEraser keeps individual updates: it must know whose they are
+        content[keys.UNLEARN_INFO] = ConfigRecord({keys.CLIENT_ID: client_id})
+    for name, arrays in ctx.outbox.items():  # summed over clients by the server (FCLFedAvg)
+        content[keys.SUM_PREFIX + name] = ArrayRecord(
+            {k: Array(np.ascontiguousarray(v.detach().cpu().numpy())) for k, v in arrays.items()}
+        )
+    return Message(content=faults.after_train(content), reply_to=msg)
 
 
 def run_gpse(msg: Message, context: Context) -> Message:
@@ -184,6 +211,14 @@ def train(msg: Message, context: Context) -> Message:
 def gpse(msg: Message, context: Context) -> Message:
     """Flower ``query.gpse`` handler (FOT)."""
     return run_gpse(msg, context)
+
+
+@app.query(keys.UNLEARN)
+def unlearn(msg: Message, context: Context) -> Message:
+    """Flower ``query.unlearn`` handler (federated unlearning, :mod:`fedcl.unlearning.client`)."""
+    from fedcl.unlearning.client import run_unlearn
+
+    return run_unlearn(msg, context)
 
 
 # ---- deployment: node config of the SuperNode (simulations/deploy) -------------------------

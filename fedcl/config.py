@@ -18,7 +18,9 @@ from typing import Any
 from fedcl.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "simulations" / "conf"
-GROUPS = ("stream", "model", "method", "strategy", "privacy", "unlearning", "backend", "experiment")
+GROUPS = (
+    "stream", "model", "method", "strategy", "privacy", "unlearning", "backend", "schedule", "faults", "experiment"
+)
 SCENARIOS = ("class_incremental", "task_incremental", "domain_permuted")
 PARTITIONS = ("iid", "shards", "dirichlet")
 DATASETS = ("fashion_mnist", "mnist_format", "synthetic")
@@ -91,6 +93,9 @@ def _is_num(v: Any) -> bool:
 
 def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     """Check types, ranges and combinations; return ``cfg`` unchanged when valid."""
+    from fedcl.config_checks import check_schema, check_semantics
+
+    check_schema(cfg)  # structure and unknown keys first: the checks below index the sections freely
     _require(_is_int(cfg.get("seed")), "seed", cfg.get("seed"), "an integer")
     dev = cfg.get("device")
     _require(
@@ -139,10 +144,26 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
              "backend.client_num_gpus", be["client_num_gpus"], "a number >= 0 (fractions share a GPU)")
     ns = be.get("num_supernodes")
     _require(ns is None or (_is_int(ns) and ns >= 1), "backend.num_supernodes", ns, "null or an integer >= 1")
+    dc, pi = be.get("data_cache_mb", 256), be.get("pull_interval_s", 0.1)
+    _require(_is_int(dc) and dc >= 0, "backend.data_cache_mb", dc, "an integer >= 0 (MiB per process; 0 = no cache)")
+    _require(_is_num(pi) and 0 < pi <= 10, "backend.pull_interval_s", pi, "a number of seconds in (0, 10]")
+    sm = cfg["federation"].get("state_memory_mb", 256)
+    _require(_is_int(sm) and sm >= 1, "federation.state_memory_mb", sm, "an integer >= 1 (MiB of client state)")
     from fedcl.methods import available_methods
 
     _require(cfg["method"]["name"] in available_methods(), "method.name", cfg["method"]["name"],
              f"one of {available_methods()}")
+    if cfg.get("schedule") is not None:
+        from fedcl.data.schedules import validate_schedule
+
+        validate_schedule(cfg)
+    from fedcl.privacy.config import validate_privacy
+
+    validate_privacy(cfg)
+    from fedcl.unlearning import validate_unlearning
+
+    validate_unlearning(cfg)
+    check_semantics(cfg)
     return cfg
 
 

@@ -19,3 +19,7 @@ class DataError(FedCLError, OSError):
 
 class ClientReplyError(FedCLError, ValueError):
     """A client reply is malformed (NaN, wrong shape, missing record)."""
+
+
+class RoundError(FedCLError, RuntimeError):
+    """Too few clients gave a usable reply in a round, even after the configured retries."""

@@ -7,6 +7,13 @@ METRICS = "metrics"
 FOT_BASES = "fot-bases"  # server -> client: orthonormal bases per projected layer
 FOT_SKETCH = "fot-sketch"  # client -> server: GPSE sketches Y_i per layer
 FOT_STATS = "fot-stats"  # client -> server: ratios r_i * n_i per layer
+LOCAL_EVAL = "local-eval"  # client -> server MetricRecord: own model's accuracy on its tasks (local forgetting)
+# client -> server: "sum-<name>" ArrayRecords are summed over the round's replies by FCLFedAvg and
+# sent back to every client next round under the same name (FedCurv's Fisher sums)
+SUM_PREFIX = "sum-"
+SUMS_META = "sums-meta"  # server -> client ConfigRecord: round the sums came from and how many clients
+SUMS_ROUND = "round"
+SUMS_CLIENTS = "clients"
 
 # ConfigRecord keys (server -> client)
 SERVER_ROUND = "server-round"
@@ -18,6 +25,7 @@ LOCAL_EPOCHS = "local-epochs"
 PROXIMAL_MU = "proximal-mu"
 RUN_CONFIG_JSON = "fedcl-config"  # resolved experiment config (JSON) the client derives its data from
 STATE_DIR = "state-dir"
+ATTEMPT = "attempt"  # 0 for a round's first try, k for its k-th retry (fault injection draws anew)
 GPSE = "gpse"  # query action: clients answer FOT's GPSE (message type "query.gpse")
 
 # MetricRecord keys (client -> server)
@@ -27,3 +35,14 @@ TRAIN_ACC = "train-acc"
 TRAIN_SECONDS = "train-seconds"
 STATE_BYTES = "state-bytes"
 LAST_ROUND_OF_TASK = "last-round-of-task"
+
+# Unlearning (fedcl/unlearning, strategies/unlearning.py)
+UNLEARN = "unlearn"  # query action: clients answer unlearning queries (message type "query.unlearn")
+FORGET_CLASSES = "forget-classes"  # server -> client: classes dropped from every client's data (list[int])
+REPORT_CLIENT_ID = "report-client-id"  # server -> client: add UNLEARN_INFO to the train reply (FedEraser)
+UNLEARN_INFO = "unlearn-info"  # client -> server: ConfigRecord with the logical client id
+UNLEARN_OPTIONS = "unlearn-options"  # server -> client: the query's options (JSON string)
+FISHER_FORGET = "fisher-forget"  # client -> server: sum of squared per-sample gradients on forget data
+FISHER_RETAIN = "fisher-retain"  # client -> server: the same on retain data
+NUM_FORGET = "num-forget"
+NUM_RETAIN = "num-retain"

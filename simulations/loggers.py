@@ -32,7 +32,9 @@ def round_scalars(row: dict[str, Any], forgetting_so_far: float | None) -> dict[
         out[f"eval_loss/task_{t}"] = float(v)
     for key, tag in (("mean_acc_seen", "acc/mean_seen"), ("current_task_acc", "acc/current_task"),
                      ("train_loss", "train/loss"), ("bytes_up", "comm/bytes_up"), ("bytes_down", "comm/bytes_down"),
-                     ("failures", "train/failures"), ("seconds", "time/round_s"), ("epsilon", "privacy/epsilon")):
+                     ("failures", "train/failures"), ("failed_clients", "faults/failed_clients"),
+                     ("rejected_clients", "faults/rejected_clients"), ("seconds", "time/round_s"),
+                     ("epsilon", "privacy/epsilon")):
         v = row.get(key)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)):
             out[tag] = float(v)

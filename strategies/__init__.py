@@ -26,7 +26,7 @@ def build_strategy(cfg: dict[str, Any], schedule: Schedule, state_dir: str | Non
     cls = getattr(importlib.import_module(module), cls_name)
     fed = cfg["federation"]
     try:
-        return cls(
+        strategy = cls(
             schedule=schedule,
             run_config=cfg,
             num_clients=int(fed["num_clients"]),
@@ -36,3 +36,6 @@ def build_strategy(cfg: dict[str, Any], schedule: Schedule, state_dir: str | Non
         )
     except TypeError as exc:
         raise ConfigError(f"strategy ({name})", scfg, f"unknown parameter: {exc}") from exc
+    from strategies.privacy import with_privacy  # privacy=...: DP wrapper / secure-aggregation checks
+
+    return with_privacy(strategy, cfg)

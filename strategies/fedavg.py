@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,10 @@ from fedcl import keys
 from fedcl.config import to_json
 from fedcl.data import Schedule
 from fedcl.trainer import derive_seed
+from strategies.extra_sums import ExtraSums
+from strategies.robust import check_aggregator, robust_aggregate
+from strategies.round_faults import RoundFaults
+from strategies.validation import ReplyValidator, non_finite_arrays
 
 ModelRecords = (keys.ARRAYS, keys.METRICS)
 
@@ -32,7 +36,9 @@ class FCLFedAvg(FedAvg):
     2020), as Flower's ``FedProx`` does by sending ``proximal-mu``.
 
     Extra records in a reply (strategy payloads such as FOT sketches) are taken
-    out before Flower's averaging and handed to :meth:`aggregate_extras`.
+    out before Flower's averaging and handed to :meth:`aggregate_extras`. Those
+    named ``sum-<name>`` are also summed over the round's clients and sent to
+    every client next round (:class:`~strategies.extra_sums.ExtraSums`, FedCurv).
 
     Parameters
     ----------
@@ -48,6 +54,14 @@ class FCLFedAvg(FedAvg):
         FedProx coefficient sent to clients.
     state_dir : str | None, default None
         Folder the clients' disk state store uses.
+    aggregator : str, default "mean"
+        Inner aggregator: ``mean`` (FedAvg) or a robust rule of :mod:`strategies.robust`
+        (``median``, ``trimmed_mean``, ``krum``). Replies are validated first
+        (:mod:`strategies.validation`): broken ones never reach it.
+    trim_beta : float, default 0.1
+        Fraction trimmed at each end by ``trimmed_mean``.
+    krum_f : int, default 0
+        Clients assumed malicious by ``krum``.
     **kwargs
         Passed to Flower's ``FedAvg`` (e.g. ``weighted_by_key``).
     """
@@ -61,6 +75,9 @@ class FCLFedAvg(FedAvg):
         clients_per_round: int | None = None,
         proximal_mu: float = 0.0,
         state_dir: str | None = None,
+        aggregator: str = "mean",
+        trim_beta: float = 0.1,
+        krum_f: int = 0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("min_train_nodes", 1)
@@ -78,11 +95,24 @@ class FCLFedAvg(FedAvg):
         self.last_clients: list[int] = []
         self.bytes_down = 0
         self.bytes_up = 0
+        self.extra_sums = ExtraSums()
+        check_aggregator(aggregator, trim_beta, krum_f)
+        self.aggregator, self.trim_beta, self.krum_f = aggregator, trim_beta, krum_f
+        self.validator = ReplyValidator(self.weighted_by_key)
+        self.round_faults = RoundFaults()  # the last aggregate_train's failed / rejected clients
+        self.sent_messages: list[Message] = []  # this round's messages: replies are matched to clients by id
+        self.round_arrays: ArrayRecord | None = None  # this round's global arrays: replies must match them
+        # unlearning (strategies/unlearning.py): clients that left, and keys added to every client config
+        self.excluded_clients: set[int] = set()
+        # replaces the averaging step when set (privacy: clip + mean + noise); payloads are stripped before it
+        self.averager: Callable[[int, list[Message]], tuple[ArrayRecord | None, MetricRecord | None]] | None = None
+        self.extra_client_config: dict[str, Any] = {}
 
     # ---- client selection -------------------------------------------------
     def sample_clients(self, server_round: int) -> list[int]:
         """The logical clients that train this round (deterministic in the seed and round)."""
-        active = [c for c in range(self.num_clients) if self.schedule.task_at(server_round, c) is not None]
+        active = [c for c in range(self.num_clients)
+                  if self.schedule.task_at(server_round, c) is not None and c not in self.excluded_clients]
         k = self.clients_per_round
         if k is None or k >= len(active):
             return active
@@ -123,11 +153,12 @@ class FCLFedAvg(FedAvg):
             cfg[keys.PROXIMAL_MU] = float(self.proximal_mu)
         if self.state_dir:
             cfg[keys.STATE_DIR] = self.state_dir
+        cfg.update(self.extra_client_config)
         return cfg
 
-    def train_payload(self, server_round: int) -> dict[str, ArrayRecord]:
-        """Extra records sent to every client this round (none for FedAvg)."""
-        return {}
+    def train_payload(self, server_round: int) -> dict[str, ArrayRecord | ConfigRecord]:
+        """Extra records sent to every client this round (last round's ``sum-*`` sums, if any)."""
+        return self.extra_sums.payload()
 
     # ---- Flower Strategy API ----------------------------------------------
     def configure_train(
@@ -145,6 +176,7 @@ class FCLFedAvg(FedAvg):
             messages.append(
                 Message(content=content, message_type=MessageType.TRAIN, dst_node_id=self.node_for(c, nodes))
             )
+        self.sent_messages, self.round_arrays = messages, arrays
         down = arrays.count_bytes() + sum(r.count_bytes() for r in payload.values())
         self.bytes_down += down * len(messages)
         return messages
@@ -152,8 +184,10 @@ class FCLFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Strip strategy payloads, average the models, then post-process."""
-        replies = [r for r in replies if not r.has_error()]
+        """Drop failed and invalid replies, strip strategy payloads, aggregate, then post-process."""
+        replies, self.round_faults = self.validator.split_train(self.sent_messages, list(replies), self.round_arrays)
+        if not replies:
+            return None, None
         extras: list[dict[str, Any]] = []
         for r in replies:
             self.bytes_up += sum(rec.count_bytes() for rec in r.content.array_records.values())
@@ -161,9 +195,21 @@ class FCLFedAvg(FedAvg):
             for k in extra:
                 del r.content[k]
             extras.append(extra)
-        arrays, metrics = super().aggregate_train(server_round, replies)
+        self.extra_sums.add_round(server_round, extras)
+        if self.averager is not None:  # privacy: Flower's DP wrapper clips, averages, noises (strategies/privacy.py)
+            arrays, metrics = self.averager(server_round, replies)
+        elif self.aggregator == "mean":
+            arrays, metrics = super().aggregate_train(server_round, replies)
+        else:
+            contents = [r.content for r in replies]
+            arrays = robust_aggregate(contents, self.aggregator, self.trim_beta, self.krum_f)
+            metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         if arrays is not None:
             arrays = self.aggregate_extras(server_round, arrays, replies, extras)
+        if arrays is not None and non_finite_arrays(arrays):
+            # sound replies can still overflow: keep the previous global model rather than a broken one
+            self.round_faults.discarded_aggregate = True
+            return None, metrics
         return arrays, metrics
 
     def aggregate_extras(
@@ -183,9 +229,10 @@ class FCLFedAvg(FedAvg):
     # ---- checkpointed server state ------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Strategy state for checkpoints (subclasses extend it with ``super()``)."""
-        return {"bytes_up": self.bytes_up, "bytes_down": self.bytes_down}
+        return {"bytes_up": self.bytes_up, "bytes_down": self.bytes_down, "extra_sums": self.extra_sums.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
         self.bytes_up = int(state.get("bytes_up", 0))
         self.bytes_down = int(state.get("bytes_down", 0))
+        self.extra_sums.load_state_dict(state.get("extra_sums", {}))

@@ -11,8 +11,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.serverapp import Grid
 
 from fedcl import keys
+from fedcl.errors import RoundError
 from fedcl.fot_server import FOTState
 from strategies.fedavg import FCLFedAvg
+from strategies.round_faults import RoundFaults
 
 
 class FOT(FCLFedAvg):
@@ -61,6 +63,7 @@ class FOT(FCLFedAvg):
         self.gpse_seconds = 0.0
         self.projection_seconds = 0.0
         self.sketch_bytes = 0
+        self.gpse_faults = RoundFaults()  # the last GPSE query's failed / rejected clients
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -104,9 +107,16 @@ class FOT(FCLFedAvg):
                         dst_node_id=self.node_for(c, nodes))
             )
         self.bytes_down += (arrays.count_bytes() + bases.count_bytes()) * len(messages)
-        replies = [r for r in grid.send_and_receive(messages) if not r.has_error()]
+        # failed, broken or inconsistent sketches are dropped: one NaN would poison every later basis
+        sent = list(messages)
+        received = list(grid.send_and_receive(messages, timeout=getattr(self, "reply_timeout", None)))
+        replies, self.gpse_faults = self.validator.split_gpse(sent, received)
         if not replies:
-            raise RuntimeError(f"FOT: no client answered GPSE at the end of task {task_id}")
+            raise RoundError(
+                f"FOT: no client gave a sound GPSE reply at the end of task {task_id} "
+                f"({self.gpse_faults.as_row()['fault_reasons']}); the newest checkpoint is intact: fix the "
+                "clients and continue with resume=<run folder>"
+            )
         sum_sketch: dict[str, np.ndarray] = {}
         sum_ratio: dict[str, float] = {}
         total = 0.0

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+from flwr.app import Array, ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedcl.checkpoint import (
@@ -40,12 +40,17 @@ from fedcl.config import compose, validate
 from fedcl.data import Schedule, Stream, build_schedule, build_stream
 from fedcl.errors import ConfigError
 from fedcl.metrics import Tracker, forgetting
+from fedcl.metrics.client_stats import state_bytes_row, state_bytes_summary
+from fedcl.metrics.local import LocalForgetting
 from fedcl.metrics.plots import write_run_plots
+from fedcl.metrics.stream_plots import write_stream_outputs
 from fedcl.models import build_model
 from fedcl.trainer import evaluate, pick_device
 from simulations.loggers import RoundLoggers
 from simulations.progress import RoundClock, quiet_flower_logs
 from strategies import build_strategy
+from strategies.round_runner import send_train_round
+from strategies.unlearning import UnlearningRunner
 
 app = ServerApp()
 log = logging.getLogger("fedcl")
@@ -135,19 +140,30 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
     seed = int(cfg["seed"])
     fed = cfg["federation"]
     stream = build_stream(cfg["stream"], fed["num_clients"], seed)
-    schedule: Schedule = build_schedule(fed, len(stream.tasks), fed["num_clients"], seed)
+    stream.cache.set_budget(cfg["backend"].get("data_cache_mb", 256))  # cached eval subsets / test splits
+    schedule: Schedule = build_schedule(fed, len(stream.tasks), fed["num_clients"], seed, cfg.get("schedule"))
     device = pick_device(str(cfg["device"]))
     torch.manual_seed(seed)
     model = build_model(cfg["model"], stream.in_shape, stream.num_classes, stream.num_heads).to(device)
     arrays = ArrayRecord({k: Array(v.detach().cpu().numpy()) for k, v in model.state_dict().items()})
     strategy = build_strategy(cfg, schedule, str(run_dir / CLIENT_DIR))
+    if (cfg.get("privacy") or {}).get("secure_aggregation"):  # SecAgg+: strategies only ever get sums
+        from fedcl.privacy.secagg import SecAggPlusGrid, max_client_examples
+
+        grid = SecAggPlusGrid(grid, cfg["privacy"]["secagg"],  # type: ignore[assignment]
+                              max_client_examples(stream, int(fed["num_clients"])))
     evaluator = CentralEvaluator(stream, model, cfg["eval"]["subset_size"], int(cfg["eval"]["batch_size"]))
     tracker = Tracker(len(stream.tasks), None)
-    timeout = float(cfg["backend"].get("timeout_s", 3600))
+    # eval.local_forgetting: clients' own-model accuracies, taken out of the replies before aggregation
+    local = LocalForgetting(schedule) if cfg["eval"].get("local_forgetting", False) else None
+    unlearning = UnlearningRunner(cfg, stream, schedule, strategy, model)  # deletion requests (unlearning=)
 
     first_round, elapsed_before = 1, 0.0
     if cfg.get("resume"):
         first_round, arrays, elapsed_before = _resume(run_dir, cfg, strategy, tracker)
+        if local is not None:  # the clients' local evaluations so far
+            ckpt = latest_checkpoint(run_dir)
+            local.load_state_dict(load_checkpoint(ckpt).get("local", {}) if ckpt is not None else {})
         if not quiet:
             print(f"resumed {run_dir} after round {first_round - 1} of {schedule.total_rounds}", flush=True)
     else:
@@ -155,6 +171,8 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
         evaluator.load(arrays)
         tracker.set_initial_accuracy(evaluator.full())
     tracker.out_dir = run_dir
+    unlearning.run_dir = run_dir
+    unlearning.start(first_round)
     (run_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     loggers = RoundLoggers(cfg, run_dir)
     clock = RoundClock(schedule.total_rounds)
@@ -163,15 +181,20 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
         for rnd in range(first_round, schedule.total_rounds + 1):
             t0 = time.perf_counter()
             up0, down0 = strategy.bytes_up, strategy.bytes_down
-            messages = list(strategy.configure_train(rnd, arrays, ConfigRecord(), grid))
-            replies = list(grid.send_and_receive(messages, timeout=timeout)) if messages else []
+            # retried up to federation.round_retries times below federation.min_replies (RoundError after)
+            messages, replies, attempts = send_train_round(strategy, grid, rnd, arrays, cfg)
             failures = sum(1 for r in replies if r.has_error()) + len(messages) - len(replies)
+            state_bytes = state_bytes_row(replies)  # plain mean / max over clients, before aggregation
+            if local is not None:
+                local.collect(rnd, replies)
+            unlearning.observe(rnd, arrays, replies)  # individual updates, for methods that keep them
             new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
             if new_arrays is not None:
                 arrays = new_arrays
             ended = [task for task, end_round in task_end.items() if end_round == rnd]
             for task in ended:
                 arrays = strategy.on_task_end(rnd, task, arrays, grid)
+            arrays = unlearning.after_round(rnd, arrays, grid)  # serve the deletion requests due now
             evaluator.load(arrays)
             accs, losses = evaluator.per_round(schedule.seen_tasks(rnd))
             tm = dict(train_metrics or {})
@@ -183,11 +206,15 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
                 {
                     "num_clients": len(messages),
                     "failures": failures,
+                    **_fault_row(strategy, attempts),
                     "train_loss": tm.get("train-loss"),
-                    "state_bytes": tm.get("state-bytes"),
+                    **state_bytes,
                     "bytes_up": strategy.bytes_up - up0,
                     "bytes_down": strategy.bytes_down - down0,
                     "seconds": time.perf_counter() - t0,
+                    **getattr(strategy, "privacy_row", dict)(),  # privacy.dp: cumulative epsilon, delta
+                    **getattr(grid, "secagg_row", dict)(),  # SecAgg+: protocol seconds, dropouts, clipping
+                    **unlearning.round_metrics(arrays),  # forget / retain accuracy after a request
                 },
             )
             if cfg["eval"].get("full_test_at_task_end", True):
@@ -202,6 +229,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
                     "arrays": arrays.to_torch_state_dict(),
                     "strategy": strategy.state_dict(),
                     "tracker": tracker.state_dict(),
+                    **({"local": local.state_dict()} if local is not None else {}),
                     "rng": rng_state(),
                     "elapsed_s": elapsed_before + time.perf_counter() - t_start,
                     "total_rounds": schedule.total_rounds,
@@ -214,14 +242,22 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path) -> dict[str, 
             "wall_time_s": elapsed_before + time.perf_counter() - t_start,
             "bytes_up": strategy.bytes_up,
             "bytes_down": strategy.bytes_down,
+            **state_bytes_summary(tracker.rows),
             "strategy_state": _scalars(strategy.state_dict()),
             "resumed_from_round": first_round - 1 if cfg.get("resume") else None,
+            "privacy": {**getattr(strategy, "privacy_row", dict)(), "secure_aggregation": bool(
+                (cfg.get("privacy") or {}).get("secure_aggregation"))},  # epsilon over the whole stream
+            **(local.summary(tracker.summary().get("forgetting")) if local is not None else {}),
+            **({"unlearning": unlearning.summary()} if unlearning.requests else {}),
             "config": cfg,
         }
     )
     torch.save({"arrays": arrays.to_torch_state_dict(), "strategy": strategy.state_dict()}, run_dir / "final.pt")
     if cfg["output"].get("plots", True):
         write_run_plots(tracker, run_dir)
+    unlearning.write_outputs(run_dir, plots=bool(cfg["output"].get("plots", True)))
+    write_stream_outputs(stream, schedule, local, run_dir, plots=bool(cfg["output"].get("plots", True)),
+                         global_forgetting=summary.get("forgetting"))
     print(tracker.format_table(), flush=True)
     print(f"run folder: {run_dir}", flush=True)
     return summary
@@ -261,6 +297,14 @@ def _resume(run_dir: Path, cfg: dict[str, Any], strategy: Any, tracker: Tracker)
     return int(state["round"]) + 1, arrays, float(state.get("elapsed_s", 0.0))
 
 
+def _fault_row(strategy: Any, attempts: int) -> dict[str, Any]:
+    """Failed / rejected clients of the round (``strategies.round_faults``) for ``metrics.jsonl``."""
+    faults = getattr(strategy, "round_faults", None)
+    row: dict[str, Any] = faults.as_row() if faults is not None else {}
+    row["round_attempts"] = attempts
+    return row
+
+
 def _forgetting_so_far(tracker: Tracker) -> float | None:
     """FOT-form forgetting of the accuracy-matrix rows recorded so far (None before task 1 ends)."""
     A = tracker.accuracy_matrix()
@@ -285,6 +329,8 @@ def main(grid: Grid, context: Context) -> None:
     quiet_flower_logs()
     cfg = load_config(dict(context.run_config))
     run_dir = resolve_run_dir(cfg, dict(context.run_config))
+    if hasattr(grid, "pull_interval"):  # Flower's simulation grid sleeps this long between polls for replies
+        grid.pull_interval = float(cfg["backend"].get("pull_interval_s", 0.1))
     try:
         run_federation(grid, cfg, run_dir)
     except Exception:

@@ -15,7 +15,7 @@ import numpy as np
 
 from fedcl.errors import ConfigError
 
-SCHEDULES = ("synchronous",)
+SCHEDULES = ("synchronous",)  # federation.schedule (legacy key); the schedule= group has them all
 
 
 class Schedule:
@@ -133,7 +133,13 @@ class Schedule:
         return end
 
 
-def build_schedule(federation_cfg: dict[str, Any], num_tasks: int, num_clients: int, seed: int) -> Schedule:
+def build_schedule(
+    federation_cfg: dict[str, Any],
+    num_tasks: int,
+    num_clients: int,
+    seed: int,
+    schedule_cfg: dict[str, Any] | None = None,
+) -> Schedule:
     """The schedule of a run from the ``federation`` config group.
 
     Parameters
@@ -147,6 +153,10 @@ def build_schedule(federation_cfg: dict[str, Any], num_tasks: int, num_clients: 
         Logical clients.
     seed : int
         Run seed, for schedules with random offsets (unused by the synchronous one).
+    schedule_cfg : dict | None, default None
+        The ``schedule`` config group (``name`` + options, see
+        ``simulations/conf/schedule`` and :mod:`fedcl.data.schedules`); None or
+        ``name: synchronous`` without options = the synchronous schedule.
 
     Returns
     -------
@@ -159,5 +169,8 @@ def build_schedule(federation_cfg: dict[str, Any], num_tasks: int, num_clients: 
     rpt = federation_cfg.get("rounds_per_task")
     if isinstance(rpt, bool) or not isinstance(rpt, int):
         raise ConfigError("federation.rounds_per_task", rpt, "an integer >= 1")
-    del seed  # the synchronous schedule is deterministic; asynchronous ones will draw offsets from it
+    if schedule_cfg is not None:
+        from fedcl.data.schedules import make_schedule  # the asynchronous engines build on this module
+
+        return make_schedule(schedule_cfg, num_tasks, rpt, num_clients, seed)
     return Schedule(num_tasks, rpt, num_clients)

@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedcl.data.blurry import blur_parts, blurry_classes, check_blurry, client_proportions
 from fedcl.data.idx import load_idx_folder
 from fedcl.data.partition import SCHEMES, partition_labels
+from fedcl.data.slice_cache import SliceCache
 from fedcl.data.synthetic import make_synthetic
 from fedcl.errors import ConfigError
 
@@ -149,6 +151,10 @@ class Stream:
         self._test = test_indices
         self._parts = client_parts
         self._seed = seed
+        # materialised slices, per process (fedcl/data/slice_cache.py; budget: backend.data_cache_mb)
+        self.cache = SliceCache()
+        # stream.blurry settings, blurry classes and per-client proportions (fedcl/data/blurry.py); None = off
+        self.blurry: dict[str, Any] | None = None
 
     def _check_task(self, task_id: int) -> None:
         if not 0 <= task_id < len(self.tasks):
@@ -183,10 +189,15 @@ class Stream:
             xt = xt[:, perm]
         return xt.reshape(len(y), *self.in_shape).contiguous(), torch.from_numpy(np.asarray(y, dtype=np.int64))
 
+    def client_labels(self, task_id: int, client_id: int) -> np.ndarray:
+        """A client's train labels of a task (no images materialised: plots, checks)."""
+        return np.asarray(self._base.y_train[self.client_indices(task_id, client_id)], dtype=np.int64)
+
     def client_data(self, task_id: int, client_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A client's train data of a task: x float32 ``[n, *in_shape]`` normalised, y int64 ``[n]``."""
         idx = self.client_indices(task_id, client_id)
-        return self._materialise(self._base.x_train[idx], self._base.y_train[idx], task_id)
+        return self.cache.get(("train", task_id, client_id),
+                              lambda: self._materialise(self._base.x_train[idx], self._base.y_train[idx], task_id))
 
     def eval_indices(self, task_id: int, subset_size: int | None = None) -> np.ndarray:
         """Test indices used by :meth:`eval_data`: all, or a fixed seeded subset."""
@@ -202,7 +213,8 @@ class Stream:
     def eval_data(self, task_id: int, subset_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A task's test data (all of it, or the same seeded subset on every call and process)."""
         idx = self.eval_indices(task_id, subset_size)
-        return self._materialise(self._base.x_test[idx], self._base.y_test[idx], task_id)
+        return self.cache.get(("test", task_id, subset_size),
+                              lambda: self._materialise(self._base.x_test[idx], self._base.y_test[idx], task_id))
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary for logs: tasks, their classes and per-client sample counts."""
@@ -300,6 +312,10 @@ def _build_cached(cfg_json: str, num_clients: int, seed: int) -> Stream:
     data_dir = None if dataset == "synthetic" else cfg.get("data_dir")
     base = _load_base(dataset, data_dir, synthetic_json)
     tasks = _make_tasks(cfg, base, seed)
+    blurry = check_blurry(cfg["blurry"], str(cfg["scenario"])) if cfg.get("blurry") else None
+    if blurry is not None:  # Si-Blurry: random class counts per task; home classes define each test split
+        homes, blurry_cls = blurry_classes([c for t in tasks for c in t.classes], len(tasks), blurry, seed)
+        tasks = [Task(t, cls) for t, cls in enumerate(homes)]
     if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
         raise ConfigError("federation.num_clients", num_clients, "an integer >= 1")
     train_idx, test_idx, parts = [], [], []
@@ -309,7 +325,15 @@ def _build_cached(cfg_json: str, num_clients: int, seed: int) -> Stream:
         train_idx.append(tr)
         test_idx.append(te)
         parts.append([tr[p] for p in _partition(cfg, base.y_train[tr], num_clients, seed, task.task_id)])
-    return Stream(str(cfg["scenario"]), tasks, num_clients, base, train_idx, test_idx, parts, seed)
+    props = None
+    if blurry is not None:  # then part of each client's blurry-class samples leak into other tasks
+        props = client_proportions(num_clients, blurry, seed)
+        parts = blur_parts(parts, base.y_train, blurry_cls, props, seed)
+        train_idx = [np.sort(np.concatenate(row)) for row in parts]
+    stream = Stream(str(cfg["scenario"]), tasks, num_clients, base, train_idx, test_idx, parts, seed)
+    if blurry is not None and props is not None:
+        stream.blurry = {**blurry, "blurry_classes": blurry_cls, "client_proportions": props.tolist()}
+    return stream
 
 
 def build_stream(stream_cfg: dict[str, Any], num_clients: int, seed: int) -> Stream:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from fedcl.methods.base import TaskContext
 from fedcl.trainer import task_logits
 
 
@@ -51,3 +53,31 @@ def logits_by_task(model: nn.Module, x: torch.Tensor, task_ids: torch.Tensor, mu
         out[idx] = part
     assert out is not None
     return out
+
+
+def empirical_fisher(ctx: TaskContext, max_samples: int) -> dict[str, torch.Tensor]:
+    """Diagonal empirical Fisher ``mean_i (d log p(y_i | x_i) / d w)^2`` of ``ctx.model`` (CPU tensors).
+
+    Estimated on at most ``max_samples`` random samples of ``ctx.x`` (drawn with
+    ``ctx.generator``); used by EWC and FedCurv.
+    """
+    model = ctx.model
+    params = trainable(model)
+    n = min(max_samples, int(ctx.x.shape[0]))
+    gen_device = ctx.generator.device
+    idx = torch.randperm(int(ctx.x.shape[0]), generator=ctx.generator, device=gen_device)[:n].to(ctx.x.device)
+    fisher = {name: torch.zeros_like(p) for name, p in params}
+    was_training = model.training
+    # eval mode: batch-norm cannot normalise a single sample, and dropout would add noise
+    model.eval()
+    with torch.enable_grad():
+        for i in idx.tolist():
+            logits = task_logits(model, ctx.x[i : i + 1], ctx.task_id, ctx.multi_head, ctx.task_classes)
+            # per-sample gradients: the Fisher is a mean of squares, not the square of a mean
+            loss = F.cross_entropy(logits, ctx.y[i : i + 1])
+            grads = torch.autograd.grad(loss, [p for _, p in params], allow_unused=True)
+            for (name, _), g in zip(params, grads, strict=True):
+                if g is not None:
+                    fisher[name] += g.detach() ** 2
+    model.train(was_training)
+    return {name: (f / max(n, 1)).cpu() for name, f in fisher.items()}

@@ -65,6 +65,10 @@ class TaskContext:
     task_data : Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None
         The client's training data of any task it has seen, re-derived from the
         stream (no copy kept in the method state); used by the joint upper bound.
+    outbox : dict[str, dict[str, torch.Tensor]]
+        Arrays to send to the server with this round's reply, by name; the server
+        sums each name over the round's clients and sends the sum back to every
+        client next round as ``payload["sum-<name>"]`` (FedCurv's Fisher sums).
     """
 
     model: nn.Module
@@ -88,6 +92,7 @@ class TaskContext:
     payload: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     task_data: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None
+    outbox: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 class CLMethod:

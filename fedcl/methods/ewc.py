@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
-from fedcl.methods._utils import snapshot, trainable
+from fedcl.methods._utils import empirical_fisher, snapshot, trainable
 from fedcl.methods.base import CLMethod, TaskContext
-from fedcl.trainer import task_logits
 
 
 class EWC(CLMethod):
@@ -72,26 +70,7 @@ class EWC(CLMethod):
 
     def estimate_fisher(self, ctx: TaskContext) -> dict[str, torch.Tensor]:
         """Diagonal empirical Fisher of the current model on a random subset of the task data."""
-        model = ctx.model
-        params = trainable(model)
-        n = min(self.fisher_samples, int(ctx.x.shape[0]))
-        gen_device = ctx.generator.device
-        idx = torch.randperm(int(ctx.x.shape[0]), generator=ctx.generator, device=gen_device)[:n].to(ctx.x.device)
-        fisher = {name: torch.zeros_like(p) for name, p in params}
-        was_training = model.training
-        # eval mode: batch-norm cannot normalise a single sample, and dropout would add noise
-        model.eval()
-        with torch.enable_grad():
-            for i in idx.tolist():
-                logits = task_logits(model, ctx.x[i : i + 1], ctx.task_id, ctx.multi_head, ctx.task_classes)
-                # per-sample gradients: the Fisher is a mean of squares, not the square of a mean
-                loss = F.cross_entropy(logits, ctx.y[i : i + 1])
-                grads = torch.autograd.grad(loss, [p for _, p in params], allow_unused=True)
-                for (name, _), g in zip(params, grads, strict=True):
-                    if g is not None:
-                        fisher[name] += g.detach() ** 2
-        model.train(was_training)
-        return {name: (f / max(n, 1)).cpu() for name, f in fisher.items()}
+        return empirical_fisher(ctx, self.fisher_samples)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from fedcl.metrics.asynchrony import end_order, reorder
 from fedcl.metrics.functions import summarise
 
 
@@ -90,9 +91,18 @@ class Tracker:
     def summary(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """All metrics, the accuracy matrix and the caller's extra fields."""
         A = self.accuracy_matrix()
-        out = summarise(A, np.asarray(self.initial) if self.initial else None, self.acc_rounds(), self.task_end_rows())
+        rounds = self.acc_rounds()
+        order = end_order(self.end_rounds, rounds)
+        if order == list(range(self.num_tasks)):
+            out = summarise(A, np.asarray(self.initial) if self.initial else None, rounds, self.task_end_rows())
+        else:  # asynchronous run: tasks ended out of id order, metrics read rows/columns in end order
+            index = {row["round"]: i for i, row in enumerate(self.rows)}
+            end_rows = {t: index[r] for t, r in self.end_rounds.items() if r in index}
+            A, b, rounds, ends = reorder(self.matrix, self.initial, rounds, end_rows, order)
+            out = summarise(A, b, rounds, ends)
         out.update(
             {
+                "task_order": order,  # rows and columns of accuracy_matrix (fedcl/metrics/asynchrony.py)
                 "accuracy_matrix": A.tolist(),
                 "initial_accuracy": list(self.initial),
                 "task_end_rounds": [self.end_rounds[t] for t in sorted(self.end_rounds)],

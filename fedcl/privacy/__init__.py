@@ -1,0 +1,1 @@
+"""Privacy-preserving aggregation: DP accounting, client mods and the SecAgg+ bridge."""

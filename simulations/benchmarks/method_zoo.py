@@ -1,0 +1,176 @@
+"""FedAvg x every local continual-learning method (and joint) on Split and Permuted Fashion-MNIST.
+
+Command (results in simulations/benchmarks/results/method_zoo.md):
+
+    nice -n 10 python -m simulations.benchmarks.method_zoo [--seeds 0 1 2] [--methods naive ewc ...]
+        [--streams split permuted] [--rounds-per-task 2] [--eval-subset 200] [--out runs/bench_zoo]
+
+Protocol (issue 4): FedAvg, 10 clients all sampled every round, Dirichlet(0.5) label
+split per task, 5 tasks; Split Fashion-MNIST is class-incremental (2 classes per task,
+one shared head), Permuted Fashion-MNIST domain-incremental (task 0 unpermuted). Every
+method runs with the parameters of its YAML in ``simulations/conf/method/``; ``joint``
+(all data seen so far) is the upper bound. The protocol size (rounds per task, local
+epochs, evaluation subset, clients) is set by flags so the zoo fits a small machine.
+
+Resumable: a run folder with a ``summary.json`` is reused, so re-running with more
+seeds or methods only runs what is missing. A run that fails leaves ``error.txt`` in
+its folder and is left out of the table (listed under it) instead of stopping the zoo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedcl.methods import available_methods
+from simulations.benchmarks.common import run_variants, slug, write_table
+
+STREAMS: dict[str, tuple[str, list[str]]] = {
+    "split": ("Split Fashion-MNIST (class-incremental)", ["stream=split_fmnist"]),
+    "permuted": ("Permuted Fashion-MNIST (domain-incremental)", ["stream=permuted_fmnist"]),
+}
+RESULTS = Path(__file__).parent / "results" / "method_zoo.md"
+
+
+def zoo_methods() -> list[str]:
+    """``naive`` first, every other method file in ``fedcl/methods``, ``joint`` (upper bound) last."""
+    rest = [m for m in available_methods() if m not in ("naive", "joint")]
+    return ["naive", *rest, "joint"]
+
+
+def base_overrides(args: argparse.Namespace) -> list[str]:
+    """The protocol shared by every run."""
+    return [
+        "strategy=fedavg",
+        f"federation.num_clients={args.num_clients}",
+        f"federation.rounds_per_task={args.rounds_per_task}",
+        f"train.local_epochs={args.local_epochs}",
+        f"stream.num_tasks={args.num_tasks}",
+        "stream.partition=dirichlet",
+        f"stream.alpha={args.alpha}",
+        f"eval.subset_size={args.eval_subset}",
+        "output.plots=false",
+        "checkpoint.enabled=false",  # nothing to resume inside a run this short
+        "device=cpu",
+    ]
+
+
+def _kib(key: str) -> Any:
+    def cell(runs: list[dict[str, Any]]) -> str:
+        vals = [r[key] for r in runs if r.get(key) is not None]
+        return f"{np.mean(vals) / 1024:.1f}" if vals else "-"
+
+    return cell
+
+
+def run_zoo(args: argparse.Namespace) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], list[str]]:
+    """Every (seed, stream, method) run; returns summaries per stream and method, and the failures."""
+    base = base_overrides(args)
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {s: {m: [] for m in args.methods} for s in args.streams}
+    failures: list[str] = []
+    # seeds outermost: an interrupted zoo has every method at the same number of seeds
+    for seed in args.seeds:
+        for stream in args.streams:
+            for method in args.methods:
+                out = args.out.resolve() / stream
+                if args.table_only:  # tabulate the finished runs, start none
+                    path = out / slug(method) / f"seed{seed}" / "summary.json"
+                    if path.exists():
+                        results[stream][method].append(json.loads(path.read_text()))
+                    continue
+                try:
+                    got = run_variants(out, [*base, *STREAMS[stream][1]], {method: [f"method={method}"]}, [seed])
+                except Exception as exc:  # one broken method must not stop the other runs
+                    failures.append(f"{stream}/{method}/seed{seed}: {type(exc).__name__}: {str(exc)[:200]}")
+                    print(f"[{stream} {method} seed {seed}] FAILED: {exc}", file=sys.stderr, flush=True)
+                    continue
+                results[stream][method].extend(got[method])
+    return results, failures
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command that (re)makes these runs, with every protocol flag spelled out."""
+    parts = ["nice -n 10 python -m simulations.benchmarks.method_zoo", "--seeds", *map(str, args.seeds)]
+    if args.methods != zoo_methods():
+        parts += ["--methods", *args.methods]
+    if args.streams != list(STREAMS):
+        parts += ["--streams", *args.streams]
+    parts += [f"--rounds-per-task {args.rounds_per_task}", f"--local-epochs {args.local_epochs}",
+              f"--eval-subset {args.eval_subset}", f"--num-tasks {args.num_tasks}",
+              f"--num-clients {args.num_clients}", f"--alpha {args.alpha}"]
+    return " ".join(parts)
+
+
+def write_results(
+    args: argparse.Namespace, results: dict[str, dict[str, list[dict[str, Any]]]], failures: list[str]
+) -> str:
+    """``results/method_zoo.md``: the protocol, then one table per stream."""
+    command = _command(args)
+    protocol = (
+        f"Protocol: FedAvg, {args.num_clients} clients (all every round), Dirichlet({args.alpha}) label split per "
+        f"task, {args.num_tasks} tasks, {args.rounds_per_task} rounds per task, {args.local_epochs} local epoch(s), "
+        f"MLP 784-256-256-10, SGD lr 0.05 batch 64, per-round eval subset {args.eval_subset} per task, accuracy "
+        "matrix on the full test split at each task end. Method parameters: their YAML defaults. "
+        "Metrics in percent, mean ± std over seeds; ACC = mean final accuracy, forgetting = mean max drop, "
+        "BWT = backward transfer, min-ACC / WC-ACC as in De Lange et al. 2023; state = method state per client "
+        "(`state_bytes_mean` = mean over rounds of the clients' mean, `state_bytes_max` = largest client)."
+    )
+    parts = [f"# Method zoo: FedAvg x local continual-learning methods\n\nCommand: `{command}`\n\n{protocol}\n"]
+    extra = {"state KiB (mean)": _kib("state_bytes_mean"), "state KiB (max)": _kib("state_bytes_max")}
+    for stream in args.streams:
+        done = {m: runs for m, runs in results[stream].items() if runs}
+        if not done:
+            continue
+        text = write_table(Path(os.devnull), STREAMS[stream][0], command, done, extra)
+        parts.append("#" + text.split("\n", 1)[0] + "\n" + text.split("\n", 1)[1].split("\n", 3)[3].rstrip() + "\n")
+    if args.note:
+        parts.append(args.note.strip() + "\n")
+    if failures:
+        parts.append("## Failed runs\n\n" + "\n".join(f"- {f}" for f in failures) + "\n")
+    text = "\n".join(parts)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(text)
+    return text
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=None, help="default: naive, every method, joint")
+    parser.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS))
+    parser.add_argument("--rounds-per-task", type=int, default=2)
+    parser.add_argument("--local-epochs", type=int, default=1)
+    parser.add_argument("--eval-subset", type=int, default=200)
+    parser.add_argument("--num-tasks", type=int, default=5)
+    parser.add_argument("--num-clients", type=int, default=10)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_zoo"))
+    parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file the tables go to")
+    parser.add_argument("--table-only", action="store_true", help="only tabulate runs already finished")
+    parser.add_argument("--note", default="", help="text appended under the tables (e.g. how the runs were made)")
+    args = parser.parse_args(argv)
+    known = zoo_methods()
+    args.methods = args.methods or known
+    unknown = [m for m in args.methods if m not in known]
+    if unknown:
+        parser.error(f"unknown --methods {unknown}; choose from {known}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    results, failures = run_zoo(args)
+    print(write_results(args, results, failures))
+    print(f"zoo: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""FedCurv: penalty of the others' curvature from server sums, own-part subtraction, forgetting, state."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord
+from torch import nn
+
+from fedcl import keys
+from fedcl.methods.base import TaskContext
+from fedcl.methods.fedcurv import RECORD, FedCurv
+from fedcl.methods.naive import Naive
+from fedcl.trainer import TrainConfig, evaluate, train_local
+from tests.fedcl.methods.test_ema import assert_state_equal
+from tests.fedcl.methods.toy import NUM_CLASSES, make_model, toy_task
+
+NAME = keys.SUM_PREFIX + RECORD
+
+
+def _ctx(model: nn.Module, task: int, rnd: int, payload: dict[str, Any] | None = None, seed: int = 0) -> TaskContext:
+    x, y = toy_task(task, 400, seed)
+    return TaskContext(
+        model=model, task_id=task, client_id=0, server_round=rnd, task_round=0, last_round_of_task=False,
+        x=x, y=y, device=torch.device("cpu"), num_classes=NUM_CLASSES, task_classes=[2 * task, 2 * task + 1],
+        seen_tasks=[task], global_params={k: v.detach().clone() for k, v in model.named_parameters()},
+        generator=torch.Generator().manual_seed(seed * 1000 + rnd), payload=payload or {},
+    )
+
+
+def _payload(parts: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]], sums_round: int) -> dict[str, Any]:
+    """The server's message: element-wise sums of the clients' (F_j, theta_j) as u = F, v = F * theta."""
+    arrays: dict[str, Array] = {}
+    for name in parts[0][0]:
+        u = sum(f[name] for f, _ in parts)
+        v = sum(f[name] * t[name] for f, t in parts)
+        arrays["u/" + name] = Array(u.numpy().astype(np.float32))
+        arrays["v/" + name] = Array(v.numpy().astype(np.float32))
+    return {NAME: ArrayRecord(arrays), keys.SUMS_META: ConfigRecord({keys.SUMS_ROUND: sums_round})}
+
+
+def _random_client(model: nn.Module, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    fisher = {n: torch.rand(p.shape, generator=g) for n, p in model.named_parameters()}
+    theta = {n: torch.randn(p.shape, generator=g) for n, p in model.named_parameters()}
+    return fisher, theta
+
+
+def test_penalty_gradient_is_the_papers_over_the_other_clients_only() -> None:
+    # Prepare: the sums hold clients 1, 2 and this client's own (u_i, v_i) sent in round 4
+    model = make_model(0)
+    others = [_random_client(model, 1), _random_client(model, 2)]
+    own_f, own_t = _random_client(model, 3)
+    method = FedCurv(lam=2.0)
+    method.own_u = own_f
+    method.own_v = {n: own_f[n] * own_t[n] for n in own_f}
+    method.own_round = 4
+    ctx = _ctx(model, 0, 5, _payload([*others, (own_f, own_t)], sums_round=4))
+    # Execute
+    loss = method.loss(torch.zeros(1), torch.zeros(1), torch.tensor(0.0), ctx)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    # Assert: d/dtheta of lam * sum_{j != i} F_j (theta - theta_j)^2, own client left out
+    for (name, p), g in zip(model.named_parameters(), grads, strict=True):
+        want = sum(2.0 * 2.0 * f[name] * (p.detach() - t[name]) for f, t in others)
+        torch.testing.assert_close(g, want, rtol=1e-4, atol=1e-4)
+    assert float(loss.detach()) >= 0.0
+
+
+def test_own_part_is_kept_when_the_sums_are_from_a_round_it_missed() -> None:
+    # Prepare: own u/v were sent in round 2, the sums come from round 4 (client not sampled then)
+    model = make_model(0)
+    other = _random_client(model, 1)
+    method = FedCurv()
+    method.own_u = {n: torch.full_like(p, 100.0) for n, p in model.named_parameters()}
+    method.own_v = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    method.own_round = 2
+    # Execute
+    got = method.others(_ctx(model, 0, 5, _payload([other], sums_round=4)))
+    # Assert: nothing subtracted
+    for name, (u, v) in got.items():
+        torch.testing.assert_close(u, other[0][name])
+        torch.testing.assert_close(v, other[0][name] * other[1][name], rtol=1e-5, atol=1e-6)
+
+
+def test_no_sums_or_only_itself_means_plain_loss() -> None:
+    model = make_model(0)
+    method = FedCurv(lam=5.0)
+    base = torch.tensor(1.25)
+    assert method.loss(torch.zeros(1), torch.zeros(1), base, _ctx(model, 0, 1)) is base
+    # alone in the sums: sum - own = 0 everywhere
+    fisher = {n: torch.rand(p.shape) for n, p in model.named_parameters()}
+    theta = {n: p.detach().clone() for n, p in model.named_parameters()}
+    method.own_u, method.own_v, method.own_round = fisher, {n: fisher[n] * theta[n] for n in fisher}, 1
+    method._terms = None
+    assert method.loss(torch.zeros(1), torch.zeros(1), base, _ctx(model, 0, 2, _payload([(fisher, theta)], 1))) is base
+
+
+def test_after_round_sends_fisher_and_fisher_times_weights() -> None:
+    # Prepare
+    model = make_model(0)
+    ctx = _ctx(model, 0, 3)
+    method = FedCurv(fisher_samples=32)
+    # Execute
+    method.after_round(ctx)
+    # Assert
+    sent = ctx.outbox[RECORD]
+    for name, p in model.named_parameters():
+        assert (sent["u/" + name] >= 0).all()
+        torch.testing.assert_close(sent["v/" + name], sent["u/" + name] * p.detach())
+    assert method.own_round == 3 and sum(float(u.sum()) for u in method.own_u.values()) > 0
+
+
+def _train(method: Any, model: nn.Module, task: int, rnd: int, payload: dict[str, Any] | None = None) -> None:
+    train_local(method, _ctx(model, task, rnd, payload), TrainConfig(lr=0.05, local_epochs=6, batch_size=32))
+
+
+def test_curvature_of_a_client_on_the_old_task_reduces_forgetting() -> None:
+    # Prepare: a shared model after task 0; "another client" still holds task 0 and sent its (F, theta)
+    model = make_model(0)
+    _train(Naive(), model, 0, 1)
+    probe = FedCurv(fisher_samples=256)
+    ctx0 = _ctx(model, 0, 2)
+    probe.after_round(ctx0)
+    other = (probe.own_u, {n: p.detach().clone() for n, p in model.named_parameters()})
+    test0 = toy_task(0, 400, 999)
+    acc_before = evaluate(model, *test0)[1]
+    naive_model, curv_model = copy.deepcopy(model), copy.deepcopy(model)
+    # Execute: this client learns task 1, naively or with FedCurv's penalty
+    _train(Naive(), naive_model, 1, 3)
+    _train(FedCurv(lam=50.0), curv_model, 1, 3, _payload([other], sums_round=2))
+    # Assert
+    naive_drop = acc_before - evaluate(naive_model, *test0)[1]
+    curv_drop = acc_before - evaluate(curv_model, *test0)[1]
+    assert curv_drop < naive_drop - 0.2, (naive_drop, curv_drop)
+
+
+def test_fedcurv_state_round_trip() -> None:
+    model = make_model(0)
+    method = FedCurv(fisher_samples=16)
+    method.after_round(_ctx(model, 0, 7))
+    restored = FedCurv(fisher_samples=16)
+    restored.load_state_dict(method.state_dict())
+    assert_state_equal(restored.state_dict(), method.state_dict())

@@ -1,0 +1,74 @@
+"""Deletion requests and the unlearning config: every bad value names its key."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedcl.config import compose
+from fedcl.errors import ConfigError
+from fedcl.unlearning import Request, build_unlearner, parse_requests
+from tests.conftest import synthetic_overrides
+
+
+def test_requests_are_parsed_and_sorted_by_round() -> None:
+    # Prepare
+    raw = [{"round": 4, "kind": "client", "target": 1}, {"round": 2, "kind": "class", "target": 3}]
+    # Execute
+    reqs = parse_requests(raw, total_rounds=4, num_clients=3, num_classes=4)
+    # Assert
+    assert reqs == [Request(2, "class", 3), Request(4, "client", 1)]
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ([{"round": 9, "kind": "class", "target": 0}], "unlearning.requests[0].round"),
+        ([{"round": -1, "kind": "class", "target": 0}], "unlearning.requests[0].round"),
+        ([{"round": 1, "kind": "sample", "target": 0}], "unlearning.requests[0].kind"),
+        ([{"round": 1, "kind": "client", "target": 3}], "unlearning.requests[0].target"),
+        ([{"round": 1, "kind": "class", "target": 4}], "unlearning.requests[0].target"),
+        ([{"round": 1, "kind": "class"}], "unlearning.requests[0].target"),
+        ([{"round": 1, "kind": "class", "target": 0, "when": 2}], "unlearning.requests[0]"),
+        ("client 1", "unlearning.requests"),
+        ([{"round": 1, "kind": "class", "target": 0}, {"round": 2, "kind": "class", "target": 0}],
+         "unlearning.requests"),
+        ([{"round": 1, "kind": "client", "target": c} for c in range(3)], "unlearning.requests"),
+    ],
+)
+def test_bad_requests_name_the_key(raw: object, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_requests(raw, total_rounds=4, num_clients=3, num_classes=4)
+    assert err.value.key == key
+
+
+def test_compose_validates_requests_against_the_run() -> None:
+    # the synthetic stream has 4 classes and 2 x 2 rounds
+    with pytest.raises(ConfigError, match=r"requests\[0\]\.target"):
+        compose(synthetic_overrides("unlearning=ssd", "unlearning.requests=[{round:2,kind:class,target:7}]"))
+    with pytest.raises(ConfigError, match="at least one"):
+        compose(synthetic_overrides("unlearning=ga"))
+
+
+def test_fed_eraser_declares_individual_updates_and_is_rejected_under_secure_aggregation() -> None:
+    # Prepare
+    cfg = compose(synthetic_overrides("unlearning=fed_eraser", "unlearning.requests=[{round:2,kind:client,target:1}]"))
+    cfg["privacy"]["secure_aggregation"] = True
+    from fedcl.unlearning import validate_unlearning
+
+    # Execute / Assert
+    assert type(build_unlearner(cfg["unlearning"])).needs_individual_updates
+    with pytest.raises(ConfigError, match="individual updates") as err:
+        validate_unlearning(cfg)
+    assert err.value.key == "unlearning.name"
+    for ok in ("ssd", "ga", "retrain"):  # sums only: fine under secure aggregation
+        cfg["unlearning"] = {**cfg["unlearning"], "name": ok, "params": {}}
+        validate_unlearning(cfg)
+
+
+def test_bad_method_params_name_the_key() -> None:
+    with pytest.raises(ConfigError, match="unlearning.params.alpha"):
+        build_unlearner({"name": "ssd", "params": {"alpha": 0}})
+    with pytest.raises(ConfigError, match="unlearning.params"):
+        build_unlearner({"name": "ga", "params": {"nope": 1}})
+    with pytest.raises(ConfigError, match="unlearning.name"):
+        build_unlearner({"name": "sisa"})

@@ -1,0 +1,43 @@
+"""An in-process Grid: delivers messages to a ClientApp with one Context per node (no Ray)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+
+from flwr.app import Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+
+class InProcGrid:
+    """``send_and_receive`` calls ``app`` directly; ``drop(stage_call, node)`` loses a reply."""
+
+    def __init__(self, app: ClientApp, nodes: list[int], run_config: dict | None = None) -> None:
+        self.app = app
+        self.nodes = nodes
+        self.contexts = {n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(),
+                                    run_config=run_config or {}) for n in nodes}
+        self.calls = 0
+        self.drop_rule: Callable[[int, int], bool] | None = None
+        self.seen: list[Message] = []  # every reply that reached the server side (for the leak test)
+        self._next_id = 1
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.nodes)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        self.calls += 1
+        replies = []
+        for m in messages:
+            m.metadata.__dict__["_src_node_id"] = 0
+            m.metadata.__dict__["_message_id"] = f"m{self._next_id}"
+            self._next_id += 1
+            node = m.metadata.dst_node_id
+            if self.drop_rule is not None and self.drop_rule(self.calls, node):
+                continue
+            # a copy, as serialisation would give each node (Flower's mods change what they receive)
+            reply = self.app(copy.deepcopy(m), self.contexts[node])
+            reply.metadata.__dict__["_src_node_id"] = node
+            replies.append(reply)
+            self.seen.append(reply)
+        return replies

@@ -1,0 +1,125 @@
+"""The real ClientApp under privacy: FOT's GPSE and SSD's Fisher sums through SecAgg+ match the clear ones;
+Flower's clipping / local-DP mods on real train replies.
+
+In-process grid (tests/privacy/inproc.py) with the real ``fedcl.client_app.app``: the same handlers and
+mods as on Ray, minus serialisation.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+
+from fedcl import keys
+from fedcl.client_app import app as fedcl_app
+from fedcl.config import compose, to_json
+from fedcl.data import build_schedule, build_stream
+from fedcl.models import build_model
+from fedcl.privacy.secagg import UNLEARN_TYPE, SecAggPlusGrid
+from strategies import build_strategy
+from tests.conftest import synthetic_overrides
+from tests.privacy.inproc import InProcGrid
+
+NODES = [0, 1, 2]
+# tolerance on the principal angles between the two bases: quantisation is one level, 2 * 1000 / 2^22
+# ~ 5e-4, per client and sketch coordinate (sketch entries are O(10-100)); measured: largest angle
+# 8e-5 rad (hidden layer) and 2.3e-4 rad (head) with ranges.sketch=1000
+MAX_SIN_ANGLE = 1e-3
+
+
+def _setup(*overrides: str) -> tuple[dict[str, Any], Any, ArrayRecord]:
+    cfg = compose(synthetic_overrides("strategy=fot", "federation.state_store=context", *overrides))
+    fed = cfg["federation"]
+    schedule = build_schedule(fed, cfg["stream"]["num_tasks"], fed["num_clients"], 0)
+    strategy = build_strategy(cfg, schedule, None)
+    stream = build_stream(cfg["stream"], fed["num_clients"], 0)
+    torch.manual_seed(0)
+    model = build_model(cfg["model"], stream.in_shape, stream.num_classes, stream.num_heads)
+    arrays = ArrayRecord({k: Array(v.detach().numpy()) for k, v in model.state_dict().items()})
+    return cfg, strategy, arrays
+
+
+def _bases_after_two_tasks(secure: bool) -> tuple[dict[str, np.ndarray], list[dict[str, int]]]:
+    cfg, strategy, arrays = _setup("privacy=secagg" if secure else "privacy=none")
+    inner = InProcGrid(fedcl_app, NODES)
+    grid = SecAggPlusGrid(inner, cfg["privacy"]["secagg"]) if secure else inner
+    dims = []
+    for rnd, task in ((2, 0), (4, 1)):  # the last round of each task (2 rounds per task)
+        strategy.on_task_end(rnd, task, arrays, grid)
+        dims.append(dict(strategy.fot.basis_dims()))
+    return {k: v.numpy().astype(np.float64) for k, v in strategy.fot.bases.items()}, dims
+
+
+def _max_sin_principal_angle(u: np.ndarray, v: np.ndarray) -> float:
+    """sin of the largest principal angle between span(u) and span(v) (orthonormal columns, same rank)."""
+    return float(np.linalg.norm(v - u @ (u.T @ v), 2))
+
+
+def test_fot_bases_under_secagg_match_the_clear_ones(message_identity: None) -> None:
+    # Prepare / Execute: GPSE at the end of both tasks, in the clear and through SecAgg+
+    clear, clear_dims = _bases_after_two_tasks(secure=False)
+    masked, masked_dims = _bases_after_two_tasks(secure=True)
+    # Assert: same ranks after each task, and the same subspaces up to quantisation
+    assert clear_dims == masked_dims and any(d > 0 for d in clear_dims[-1].values())
+    for name, u in clear.items():
+        if u.shape[1]:
+            assert _max_sin_principal_angle(u, masked[name]) < MAX_SIN_ANGLE, name
+
+
+def _norm(a: ArrayRecord, b: ArrayRecord) -> float:
+    return float(np.sqrt(sum(((a[k].numpy().astype(np.float64) - b[k].numpy()) ** 2).sum() for k in b.keys())))
+
+
+@pytest.mark.parametrize("privacy", ["dp_central", "dp_local"])
+def test_real_client_replies_through_clipping_and_local_dp_mods(message_identity: None, privacy: str) -> None:
+    # Prepare: the real train handler, with an extra record in its reply (local evaluation), behind
+    # Flower's fixedclipping_mod (central DP, client-side clipping) or LocalDpMod
+    c = 0.01
+    cfg, strategy, arrays = _setup(f"privacy={privacy}", f"privacy.dp.clipping_norm={c}", "strategy=fedavg",
+                                   "eval.local_forgetting=true")
+    grid = InProcGrid(fedcl_app, NODES)
+    msgs = strategy.configure_train(1, arrays, ConfigRecord(), grid)
+    # Execute
+    replies = grid.send_and_receive(msgs)
+    norms = [_norm(r.content[keys.ARRAYS], arrays) for r in replies]  # type: ignore[arg-type]
+    extras_kept = all(keys.LOCAL_EVAL in r.content for r in replies)
+    new, _ = strategy.aggregate_train(1, replies)
+    # Assert: every client answered and kept its extra record; updates clipped to C (local DP: + noise)
+    assert len(replies) == len(NODES) and not any(r.has_error() for r in replies) and extras_kept
+    if privacy == "dp_central":
+        assert all(n <= c * (1 + 1e-4) for n in norms) and max(norms) > 0.5 * c
+    else:
+        assert all(n > c for n in norms)  # LocalDpMod's noise dominates a tiny clipping norm
+    assert new is not None and strategy.privacy_row()["epsilon"] > 0
+
+
+def _fisher_query(cfg: dict[str, Any], arrays: ArrayRecord) -> list[Message]:
+    opts = {"action": "fisher", "tasks": [0], "forget_clients": [], "forget_classes": [1], "drop_classes": [],
+            "max_samples": 64}
+    return [Message(RecordDict({keys.ARRAYS: arrays, keys.CONFIG: ConfigRecord({
+        keys.SERVER_ROUND: 2, keys.CLIENT_ID: c, keys.TASK_ID: 0, keys.RUN_CONFIG_JSON: to_json(cfg),
+        keys.UNLEARN_OPTIONS: json.dumps(opts)})}), message_type=UNLEARN_TYPE, dst_node_id=n)
+        for c, n in enumerate(NODES)]
+
+
+def test_unlearning_fisher_sums_under_secagg_match_the_clear_ones(message_identity: None) -> None:
+    # Prepare: SSD's query (fedcl/unlearning/client.py) to the real ClientApp, in the clear and masked
+    cfg, _strategy, arrays = _setup("privacy=secagg")
+    sa = cfg["privacy"]["secagg"]
+    # Execute
+    clear = InProcGrid(fedcl_app, NODES).send_and_receive(_fisher_query(cfg, arrays))
+    grid = SecAggPlusGrid(InProcGrid(fedcl_app, NODES), sa)
+    masked = grid.send_and_receive(_fisher_query(cfg, arrays))
+    # Assert: the sums over clients agree within one quantisation level of ranges.fisher per client
+    bound = len(NODES) * 2 * sa["ranges"]["fisher"] / sa["quantization_range"]
+    assert grid.last_clipped == 0 and len(masked) == len(NODES)
+    for key in (keys.FISHER_FORGET, keys.FISHER_RETAIN):
+        for name in clear[0].content[key].keys():  # type: ignore[union-attr]
+            want = sum(r.content[key][name].numpy().astype(np.float64) for r in clear)  # type: ignore[index]
+            got = sum(r.content[key][name].numpy().astype(np.float64) for r in masked)  # type: ignore[index]
+            assert np.abs(got - want).max() <= bound, (key, name)
