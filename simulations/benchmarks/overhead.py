@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -47,15 +46,54 @@ METRICS = ("acc", "forgetting", "bwt", "min_acc", "wc_acc")
 TOLERANCE = 1e-3  # absolute, on accuracy-type metrics in [0, 1] (float32 sums in reply order may differ)
 
 
-def children_cpu() -> float:
-    """User + system CPU seconds of this process's finished (waited-for) descendants.
+class CpuSampler(threading.Thread):
+    """Sums the user + system CPU seconds of a process and all its descendants, sampled every 0.5 s.
 
-    Wall time on a shared, oversubscribed machine favours whichever variant runs
-    more processes (each gets its own share of the cores); CPU seconds do not.
-    Descendants reaped by their own parents count too (Ray's workers, the SuperLink).
+    ``getrusage(RUSAGE_CHILDREN)`` misses Ray's workers and daemons (not reaped through the launcher), so
+    each descendant's own counters are read from ``/proc`` and its last value kept; processes living
+    shorter than one interval are missed.
     """
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.last: dict[int, float] = {}
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        from simulations.benchmarks.scale import _children
+
+        tick = os.sysconf("SC_CLK_TCK")
+        while not self.stop_event.is_set():
+            kids, todo = _children(), [self.pid]
+            while todo:
+                pid = todo.pop()
+                todo.extend(kids.get(pid, []))
+                try:
+                    with open(f"/proc/{pid}/stat") as fh:
+                        fields = fh.read().rsplit(")", 1)[1].split()
+                    self.last[pid] = (int(fields[11]) + int(fields[12])) / tick
+                except (OSError, IndexError, ValueError):
+                    continue
+            self.stop_event.wait(0.5)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.last.values())
+
+
+def _run_sampled(cmd: list[str], **kwargs: Any) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``subprocess.run`` with a :class:`CpuSampler` on the child; returns the result and its CPU seconds."""
+    timeout = kwargs.pop("timeout", 3600)
+    proc = subprocess.Popen(cmd, text=True, **kwargs)
+    sampler = CpuSampler(proc.pid)
+    sampler.start()
+    out, err = proc.communicate(timeout=timeout)
+    sampler.stop_event.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, cmd, out, err)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), sampler.seconds
 
 
 def load() -> str:
@@ -82,11 +120,11 @@ def run_flower(overrides: list[str], run_dir: Path, tree: Path) -> dict[str, Any
     # composed in the child, from the tree's own config
     code = "import sys; from fedcl.config import compose; from simulations.run import run; " \
            "run(compose(sys.argv[2:]), sys.argv[1])"
-    t0, c0 = time.time(), children_cpu()
+    t0 = time.time()
     watcher.start()
-    subprocess.run([sys.executable, "-c", code, str(run_dir), *overrides], check=True, cwd=tree,
-                   stdout=subprocess.DEVNULL, timeout=3600)
-    outer, cpu = time.time() - t0, children_cpu() - c0
+    _, cpu = _run_sampled([sys.executable, "-c", code, str(run_dir), *overrides], cwd=tree,
+                          stdout=subprocess.DEVNULL)
+    outer = time.time() - t0
     stop.set()
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"outer": outer, "cpu": cpu, "inner": float(summary["wall_time_s"]),
@@ -95,13 +133,13 @@ def run_flower(overrides: list[str], run_dir: Path, tree: Path) -> dict[str, Any
 
 def run_plain(overrides: list[str], tree: Path) -> dict[str, Any]:
     """One plain-loop run in a fresh process run from ``tree``; outer, inner and first-round seconds."""
-    t0, c0 = time.time(), children_cpu()
+    t0 = time.time()
     # one torch thread, as each Flower actor has (Ray: OMP_NUM_THREADS = its 1 CPU); two threads on a busy
     # machine also burn CPU spin-waiting for each other
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "simulations.benchmarks.overhead", "--plain-once", *overrides],
-                         check=True, capture_output=True, text=True, timeout=3600, cwd=tree, env=env)
-    outer, cpu = time.time() - t0, children_cpu() - c0
+    out, cpu = _run_sampled([sys.executable, "-m", "simulations.benchmarks.overhead", "--plain-once", *overrides],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tree, env=env)
+    outer = time.time() - t0
     res = json.loads(out.stdout.strip().splitlines()[-1])
     return {"outer": outer, "cpu": cpu, "inner": float(res["summary"]["wall_time_s"]),
             "first_round": res["first_round_at"] - t0, "summary": res["summary"], "threads": res["threads"]}
