@@ -13,7 +13,7 @@ from fedcl.errors import ConfigError
 from fedcl.privacy.client_mod import privacy_mod
 from fedcl.privacy.secagg import SecAggPlusGrid
 from tests.conftest import synthetic_overrides
-from tests.privacy.inproc import InProcGrid
+from tests.fedcl.privacy.inproc import InProcGrid
 
 NODES = [11, 12, 13, 14]
 SHAPE = (5, 7)

@@ -1,7 +1,7 @@
 """The real ClientApp under privacy: FOT's GPSE and SSD's Fisher sums through SecAgg+ match the clear ones;
 Flower's clipping / local-DP mods on real train replies.
 
-In-process grid (tests/privacy/inproc.py) with the real ``fedcl.client_app.app``: the same handlers and
+In-process grid (tests/fedcl/privacy/inproc.py) with the real ``fedcl.client_app.app``: the same handlers and
 mods as on Ray, minus serialisation.
 """
 
@@ -23,7 +23,7 @@ from fedcl.models import build_model
 from fedcl.privacy.secagg import UNLEARN_TYPE, SecAggPlusGrid
 from strategies import build_strategy
 from tests.conftest import synthetic_overrides
-from tests.privacy.inproc import InProcGrid
+from tests.fedcl.privacy.inproc import InProcGrid
 
 NODES = [0, 1, 2]
 # tolerance on the principal angles between the two bases: quantisation is one level, 2 * 1000 / 2^22
