@@ -101,6 +101,9 @@ def run_train(msg: Message, context: Context) -> Message:
     saved = store.load(client_id)
     method = build_method(cfg["method"]["name"], cfg["method"].get("params"))
     method.load_state_dict(saved.get("method", {}))
+    if forget:
+        # samples of a forgotten class stored before the request must not be replayed either
+        method.forget_classes(forget)
     seen: list[int] = list(saved.get("seen_tasks", []))
     new_task = task_id not in seen
     if new_task:

@@ -111,6 +111,24 @@ class ReservoirBuffer:
             out["logits"] = self.logits[idx]
         return out
 
+    def drop_classes(self, classes: list[int]) -> int:
+        """Remove every held sample whose label is in ``classes``; return how many were removed.
+
+        The freed slots are refilled by later ``add`` calls (appended while not full).
+        """
+        if self.y is None or not classes:
+            return 0
+        keep = ~torch.isin(self.y, torch.as_tensor(classes, dtype=self.y.dtype))
+        removed = int((~keep).sum())
+        if removed:
+            for key in ("x", "y", "task_ids", "logits"):
+                value = getattr(self, key)
+                if value is not None:
+                    setattr(self, key, value[keep].clone())
+            if self.y is not None and self.y.shape[0] == 0:
+                self.x = self.y = self.task_ids = self.logits = None
+        return removed
+
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"capacity": self.capacity, "seen": self.seen}
         for key in ("x", "y", "task_ids", "logits"):

@@ -131,6 +131,24 @@ class CLMethod:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
 
+    def forget_classes(self, classes: list[int]) -> int:
+        """Drop stored samples of classes under a served deletion request; return how many.
+
+        Unlearning promises that forgotten data never trains the model again, and a
+        replay buffer filled before the request still holds it. The default purges
+        every reservoir buffer of this method and of methods it is built from (ER +
+        EWC); a method that stores data some other way overrides this.
+        """
+        from fedcl.methods._buffer import ReservoirBuffer
+
+        removed = 0
+        for value in vars(self).values():
+            if isinstance(value, ReservoirBuffer):
+                removed += value.drop_classes(classes)
+            elif isinstance(value, CLMethod):
+                removed += value.forget_classes(classes)
+        return removed
+
 
 def state_nbytes(state: Any) -> int:
     """Bytes held by the tensors / arrays inside a (nested) method state."""

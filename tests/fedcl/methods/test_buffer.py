@@ -80,3 +80,36 @@ def test_logits_all_or_none() -> None:
     _fill(buf, 3, seed=0)
     with pytest.raises(ValueError):
         buf.add(torch.zeros(1, 3), torch.zeros(1, dtype=torch.long), torch.zeros(1), logits=torch.zeros(1, 4))
+
+
+def test_drop_classes_removes_only_those_samples_and_refills() -> None:
+    # Prepare: 10 samples with labels 0..4 twice, logits kept
+    buf = ReservoirBuffer(12)
+    y = torch.arange(10) % 5
+    buf.add(y.float()[:, None], y, torch.zeros_like(y), logits=y.float()[:, None].repeat(1, 2))
+    # Execute
+    removed = buf.drop_classes([1, 3])
+    # Assert: x, y, task ids and logits stay aligned; later samples fill the freed slots
+    assert removed == 4 and len(buf) == 6
+    assert buf.y is not None and buf.x is not None and buf.logits is not None
+    assert set(buf.y.tolist()) == {0, 2, 4}
+    assert torch.equal(buf.x[:, 0].long(), buf.y) and torch.equal(buf.logits[:, 0].long(), buf.y)
+    buf.add(torch.ones(6, 1), torch.full((6,), 7), torch.ones(6, dtype=torch.long), logits=torch.ones(6, 2))
+    assert len(buf) == 12 and buf.drop_classes([9]) == 0
+
+
+def test_methods_purge_forgotten_classes_from_their_buffers_also_when_composed() -> None:
+    # Prepare: ER and ER+EWC with labels 0..3 in their buffers
+    from fedcl.methods.er import ER
+    from fedcl.methods.er_ewc import ErEwc
+
+    er, composed = ER(buffer_size=8), ErEwc(buffer_size=8)
+    y = torch.arange(8) % 4
+    for buf in (er.buffer, composed.er.buffer):
+        buf.add(torch.zeros(8, 2), y, torch.zeros_like(y))
+    # Execute
+    removed = (er.forget_classes([2]), composed.forget_classes([2]))
+    # Assert
+    assert removed == (2, 2)
+    assert er.buffer.y is not None and 2 not in er.buffer.y.tolist()
+    assert composed.er.buffer.y is not None and 2 not in composed.er.buffer.y.tolist()
