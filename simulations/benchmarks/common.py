@@ -79,5 +79,6 @@ def write_table(
         wall = np.mean([r["wall_time_s"] for r in runs])
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + f" | {wall:.0f} |")
     text = "\n".join(lines) + "\n\n" + notes.strip() + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return text
