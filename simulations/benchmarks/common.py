@@ -59,6 +59,14 @@ def machine() -> str:
            f"Python {platform.python_version()}"
 
 
+def append_results(path: Path, text: str) -> None:
+    """Print a measurement and append it to its results file (earlier measurements stay)."""
+    print(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(text + "\n")
+
+
 def write_table(
     path: Path,
     title: str,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcl.config import compose, validate
-from simulations.benchmarks.common import machine
+from simulations.benchmarks.common import append_results, machine
 from simulations.benchmarks.inprocess_grid import InProcessGrid
 
 
@@ -81,10 +81,7 @@ def main() -> None:
         f"| {r['wall']:.1f} | {ev:.2f} | {100 * ev / r['wall']:.1f}% | {r['per_round']:.2f} | {r['full']:.2f} | "
         f"{r['acc']:.4f} |\n"
     )
-    print(text)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.results, "a") as fh:
-        fh.write(text + "\n")
+    append_results(args.results, text)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simulations.benchmarks.common import machine
+from simulations.benchmarks.common import append_results, machine
 
 
 def row(summary: dict[str, Any], name: str) -> str:
@@ -67,10 +67,7 @@ def main() -> None:
         lines.append(row(summary, f"{d.name} ({summary['config']['stream']['num_tasks']} tasks, "
                                   f"{summary['config']['federation']['num_clients']} clients)"))
     text = "\n".join(lines) + "\n"
-    print(text)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.results, "a") as fh:
-        fh.write(text + "\n")
+    append_results(args.results, text)
 
 
 if __name__ == "__main__":

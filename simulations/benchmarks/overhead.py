@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcl.config import compose, validate
-from simulations.benchmarks.common import machine
+from simulations.benchmarks.common import append_results, machine
 
 SIZES = {
     "small": ["federation.num_clients=10"],
@@ -256,10 +256,7 @@ def main() -> None:
     text = "\n".join([f"## {args.label or 'measurement'} ({time.strftime('%Y-%m-%d %H:%M')})", "",
                       f"Command: `python -m simulations.benchmarks.overhead {' '.join(sys.argv[1:])}`", "",
                       f"Machine: {machine()}", "", *table(results, list(trees)), ""])
-    print(text)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.results, "a") as fh:
-        fh.write(text + "\n")
+    append_results(args.results, text)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simulations.benchmarks.common import machine
+from simulations.benchmarks.common import append_results, machine
 
 GiB = 2**30
 
@@ -179,10 +179,7 @@ def main() -> None:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     res = run_scale(overrides, (args.out / f"c{args.clients}-k{args.per_round}").resolve())
     text = report(res, args, overrides, load)
-    print(text)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.results, "a") as fh:
-        fh.write(text + "\n")
+    append_results(args.results, text)
 
 
 if __name__ == "__main__":
