@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fedcl.methods._buffer import ReservoirBuffer
+
 
 @dataclass
 class TaskContext:
@@ -139,8 +141,6 @@ class CLMethod:
         every reservoir buffer of this method and of methods it is built from (ER +
         EWC); a method that stores data some other way overrides this.
         """
-        from fedcl.methods._buffer import ReservoirBuffer
-
         removed = 0
         for value in vars(self).values():
             if isinstance(value, ReservoirBuffer):
