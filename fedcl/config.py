@@ -58,12 +58,13 @@ def compose(overrides: str | list[str] | None = None, experiment: str | None = N
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=ovr)
-    except (HydraException, OmegaConfBaseException) as exc:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    # OmegaConf raises plain ValueError/TypeError/KeyError for some malformed overrides (a key into a list)
+    except (HydraException, OmegaConfBaseException, ValueError, TypeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise ConfigError(
             "overrides", " ".join(ovr), f"{first.rstrip('.')}; the keys and options are in simulations/conf"
         ) from exc
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     return validate({str(k): v for k, v in resolved.items()})
 
@@ -153,6 +154,8 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
 
     _require(cfg["method"]["name"] in available_methods(), "method.name", cfg["method"]["name"],
              f"one of {available_methods()}")
+    # plain types and ranges first, so the builders below only ever see well-typed values
+    check_semantics(cfg)
     if cfg.get("schedule") is not None:
         from fedcl.data.schedules import validate_schedule
 
@@ -163,7 +166,6 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     from fedcl.unlearning import validate_unlearning
 
     validate_unlearning(cfg)
-    check_semantics(cfg)
     return cfg
 
 

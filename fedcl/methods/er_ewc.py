@@ -29,6 +29,8 @@ class ErEwc(CLMethod):
         EWC's penalty weight and the online decay of the accumulated Fisher.
     fisher_samples : int
         Samples used to estimate the Fisher at each task's end.
+    max_penalty_step : float | None
+        EWC's stability guard (``lr * ewc_lambda * F`` capped per weight; see :class:`EWC`).
     """
 
     name = "er_ewc"
@@ -40,9 +42,10 @@ class ErEwc(CLMethod):
         ewc_lambda: float = 100.0,
         gamma: float = 1.0,
         fisher_samples: int = 256,
+        max_penalty_step: float | None = 1.0,
     ) -> None:
         self.er = ER(buffer_size, replay_batch_size)
-        self.ewc = EWC(ewc_lambda, gamma, fisher_samples)
+        self.ewc = EWC(ewc_lambda, gamma, fisher_samples, max_penalty_step)
 
     def adapt_batch(self, x: torch.Tensor, y: torch.Tensor, ctx: TaskContext) -> tuple[torch.Tensor, torch.Tensor]:
         return self.er.adapt_batch(x, y, ctx)

@@ -24,6 +24,15 @@ class EWC(CLMethod):
     task. While training later tasks, ``loss`` adds ``ewc_lambda / 2 * sum F (w - w*)^2``.
     In the federated setting the anchor is the client's own end-of-task model.
 
+    Stability guard: the penalty is a quadratic with curvature ``ewc_lambda * F`` per
+    weight, and an SGD step of size ``lr`` on it diverges once ``lr * ewc_lambda * F >
+    2``. Fisher entries accumulate over tasks, so a lambda that is safe on task 1 can
+    blow up on task 3 (``ewc_lambda`` 100 at lr 0.05 gave NaN weights on Permuted
+    Fashion-MNIST). Each entry's curvature is therefore capped so that
+    ``lr * ewc_lambda * F <= max_penalty_step``; at the default 1 one penalty step
+    moves a weight at most back to its anchor. Weights below the cap (nearly all
+    of them) are unaffected; ``max_penalty_step: null`` turns the guard off.
+
     Parameters
     ----------
     ewc_lambda : float, default 100.0
@@ -32,11 +41,22 @@ class EWC(CLMethod):
         Decay of the running Fisher (1 keeps every past task at full weight).
     fisher_samples : int, default 256
         Upper bound on the samples used to estimate the Fisher of a task.
+    max_penalty_step : float | None, default 1.0
+        Cap on ``lr * ewc_lambda * F`` per weight (``lr`` of the round's optimiser).
     """
 
     name = "ewc"
 
-    def __init__(self, ewc_lambda: float = 100.0, gamma: float = 1.0, fisher_samples: int = 256) -> None:
+    def __init__(
+        self,
+        ewc_lambda: float = 100.0,
+        gamma: float = 1.0,
+        fisher_samples: int = 256,
+        max_penalty_step: float | None = 1.0,
+    ) -> None:
+        if max_penalty_step is not None and max_penalty_step <= 0:
+            raise ValueError(f"ewc: max_penalty_step must be > 0 or null, got {max_penalty_step}")
+        self.max_penalty_step = None if max_penalty_step is None else float(max_penalty_step)
         self.ewc_lambda = float(ewc_lambda)
         self.gamma = float(gamma)
         self.fisher_samples = int(fisher_samples)
@@ -48,9 +68,10 @@ class EWC(CLMethod):
         if not self.fisher or self.ewc_lambda == 0.0:
             return base_loss
         if self._device_cache is None:
-            # moved once per round instead of once per step
+            # moved (and capped) once per round instead of once per step
+            cap = self.curvature_cap(ctx)
             self._device_cache = (
-                {k: v.to(ctx.device) for k, v in self.fisher.items()},
+                {k: (v if cap is None else v.clamp(max=cap)).to(ctx.device) for k, v in self.fisher.items()},
                 {k: v.to(ctx.device) for k, v in self.anchor.items()},
             )
         fisher, anchor = self._device_cache
@@ -59,6 +80,14 @@ class EWC(CLMethod):
             if name in fisher:
                 penalty = penalty + (fisher[name] * (p - anchor[name]) ** 2).sum()
         return base_loss + 0.5 * self.ewc_lambda * penalty
+
+    def curvature_cap(self, ctx: TaskContext) -> float | None:
+        """Largest Fisher entry that keeps ``lr * ewc_lambda * F <= max_penalty_step`` (None: no cap)."""
+        opt = getattr(ctx, "optimizer", None)
+        if self.max_penalty_step is None or opt is None:
+            return None
+        lr = max(float(g["lr"]) for g in opt.param_groups)
+        return self.max_penalty_step / (lr * self.ewc_lambda) if lr > 0 else None
 
     def after_task(self, ctx: TaskContext) -> None:
         new = self.estimate_fisher(ctx)

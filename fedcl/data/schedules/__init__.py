@@ -39,7 +39,7 @@ def make_schedule(
     """
     params = {k: v for k, v in schedule_cfg.items() if k != "name"}
     name = schedule_cfg.get("name") or "synchronous"
-    if name not in SCHEDULE_CLASSES:
+    if not isinstance(name, str) or name not in SCHEDULE_CLASSES:
         raise ConfigError("schedule.name", name, f"one of {sorted(SCHEDULE_CLASSES)}")
     if name == "synchronous" and all(params.get(k, d) in (d, {}) for k, d in COMMON_DEFAULTS.items()):
         extra = set(params) - set(COMMON_DEFAULTS)

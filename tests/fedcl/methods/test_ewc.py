@@ -43,3 +43,23 @@ def test_ewc_state_round_trip() -> None:
     restored = EWC(fisher_samples=32)
     restored.load_state_dict(method.state_dict())
     assert_state_equal(restored.state_dict(), method.state_dict())
+
+
+@pytest.mark.parametrize(("max_step", "stable"), [(1.0, True), (None, False)])
+def test_curvature_cap_keeps_sgd_on_a_stiff_penalty_stable(max_step: float | None, stable: bool) -> None:
+    # Prepare: Fisher so large that lr * lambda * F = 5 > 2 (plain SGD on the quadratic diverges)
+    model = make_model(0)
+    method = EWC(ewc_lambda=1.0, max_penalty_step=max_step)
+    method.anchor = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    method.fisher = {n: torch.full_like(p, 100.0) for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    ctx = type("Ctx", (), {"model": model, "device": torch.device("cpu"), "optimizer": opt})()
+    start = sum(float(p.detach().abs().sum()) for p in model.parameters())
+    # Execute: twenty steps on the penalty alone
+    for _ in range(20):
+        opt.zero_grad()
+        method.loss(torch.zeros(1), torch.zeros(1), torch.tensor(0.0), ctx).backward()  # type: ignore[arg-type]
+        opt.step()
+    end = sum(float(p.detach().abs().sum()) for p in model.parameters())
+    # Assert: capped, the weights reach the anchor; uncapped, they blow up
+    assert (end < 1e-3 * start) if stable else (end > 1e3 * start)
