@@ -17,9 +17,12 @@ METRICS = ("acc", "forgetting", "bwt", "min_acc", "wc_acc")
 
 
 def run_variants(
-    out_dir: Path, base: list[str], variants: dict[str, list[str]], seeds: list[int]
+    out_dir: Path, base: list[str], variants: dict[str, list[str]], seeds: list[int], cached_only: bool = False
 ) -> dict[str, list[dict[str, Any]]]:
-    """Run every variant with every seed (a run whose ``summary.json`` exists is reused)."""
+    """Run every variant with every seed (a run whose ``summary.json`` exists is reused).
+
+    ``cached_only`` starts nothing: only finished runs are returned (a table of what exists).
+    """
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     # seeds outermost: an interrupted benchmark has every variant at the same number of seeds
     for seed in seeds:
@@ -28,6 +31,8 @@ def run_variants(
             summary_path = run_dir / "summary.json"
             if summary_path.exists():
                 summary = json.loads(summary_path.read_text())
+            elif cached_only:
+                continue
             else:
                 t0 = time.perf_counter()
                 summary = run(compose([*base, *overrides, f"seed={seed}", "quiet=true"]), run_dir)
