@@ -228,13 +228,11 @@ def unlearn(msg: Message, context: Context) -> Message:
 # A SuperNode started with `--node-config "partition-id=<i> num-partitions=<n> [data-dir=...]
 # [bind-partition=true]"` can (a) keep its data files at its own path, (b) refuse to play any
 # logical client but its own partition, so a real deployment never trains on data that is not
-# the node's, and (c) tell the server its partition (query "node_info"), so a strategy can send
-# client c to the node holding partition c. In simulation the node config has none of these keys.
-NODE_INFO = "node_info"  # query action ("query.node_info"; Flower wants a Python name) answered with the partition
-PARTITION_ID = "partition-id"  # Flower's conventional node-config keys
-NUM_PARTITIONS = "num-partitions"
-DATA_DIR = "data-dir"
-BIND_PARTITION = "bind-partition"
+# the node's, and (c) tell the server its partition (query "node_info"), so that with
+# federation.node_mapping=partition the server sends client c to the node holding partition c
+# (strategies/node_map.py). Flower's simulation sets partition-id / num-partitions, not the others.
+NODE_INFO, PARTITION_ID, NUM_PARTITIONS = keys.NODE_INFO, keys.PARTITION_ID, keys.NUM_PARTITIONS
+DATA_DIR, BIND_PARTITION = keys.DATA_DIR, keys.BIND_PARTITION
 
 
 def apply_node_config(cfg: dict[str, Any], context: Context, client_id: int) -> dict[str, Any]:
@@ -246,7 +244,7 @@ def apply_node_config(cfg: dict[str, Any], context: Context, client_id: int) -> 
         if int(nc[PARTITION_ID]) != client_id:  # type: ignore[arg-type]
             raise DataError(
                 f"this SuperNode holds partition {nc[PARTITION_ID]} (bind-partition=true) but was asked to play "
-                f"logical client {client_id}: map clients to nodes by partition id (strategy bind_partition)"
+                f"logical client {client_id}: map clients to nodes by partition id (federation.node_mapping=partition)"
             )
         if NUM_PARTITIONS in nc and int(nc[NUM_PARTITIONS]) != int(cfg["federation"]["num_clients"]):  # type: ignore[arg-type]
             raise DataError(

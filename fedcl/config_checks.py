@@ -4,7 +4,7 @@
 the code indexes must be a mapping holding its required keys, and every key must
 exist in ``simulations/conf`` (an unknown key, e.g. a typo in a config file given
 to ``flwr run -c config-file=...``, would otherwise be silently ignored); the
-error names close matches. :func:`check_semantics` runs last: ranges of the keys
+error names close matches. :func:`check_semantics` runs next, before the builders: ranges of the keys
 the per-value checks do not cover, and impossible combinations. Every failure
 is a :class:`~fedcl.errors.ConfigError` naming the key, the value and what is allowed.
 """
@@ -168,6 +168,9 @@ def _check_federation(cfg: dict[str, Any]) -> None:
     _req(_int(fed.get("round_retries", 1)), "federation.round_retries", fed.get("round_retries"), "an integer >= 0")
     t = fed.get("round_timeout_s")
     _req(t is None or (_num(t) and t > 0), "federation.round_timeout_s", t, "null (backend.timeout_s) or seconds > 0")
+    nm = fed.get("node_mapping", "modulo")
+    _req(nm in ("modulo", "partition"), "federation.node_mapping", nm,
+         "'modulo' (client c -> sorted node ids[c % #nodes]) or 'partition' (the node whose partition-id is c)")
 
 
 def _check_strategy(cfg: dict[str, Any]) -> None:

@@ -46,3 +46,10 @@ FISHER_FORGET = "fisher-forget"  # client -> server: sum of squared per-sample g
 FISHER_RETAIN = "fisher-retain"  # client -> server: the same on retain data
 NUM_FORGET = "num-forget"
 NUM_RETAIN = "num-retain"
+
+# Deployment: the ClientApp's "query.node_info" answer and the SuperNode's node-config keys
+NODE_INFO = "node_info"  # query action ("query.node_info"; Flower wants a Python name) answered with the partition
+PARTITION_ID = "partition-id"  # Flower's conventional node-config keys (its simulation sets them too)
+NUM_PARTITIONS = "num-partitions"
+DATA_DIR = "data-dir"
+BIND_PARTITION = "bind-partition"  # node config: refuse to play any logical client but partition-id

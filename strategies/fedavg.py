@@ -15,6 +15,7 @@ from fedcl.config import to_json
 from fedcl.data import Schedule
 from fedcl.trainer import derive_seed
 from strategies.extra_sums import ExtraSums
+from strategies.node_map import NodeMap
 from strategies.robust import check_aggregator, robust_aggregate
 from strategies.round_faults import RoundFaults
 from strategies.validation import ReplyValidator, non_finite_arrays
@@ -31,7 +32,9 @@ class FCLFedAvg(FedAvg):
     its client id, task id, round-in-task and the learning-rate config, and
     averages the returned weights by ``num-examples``. Logical clients are mapped
     onto the available nodes (``client c -> sorted node ids[c mod #nodes]``), so
-    10 or 1,000 clients run on however many SuperNodes exist. With
+    10 or 1,000 clients run on however many SuperNodes exist; with
+    ``federation.node_mapping=partition`` client ``c`` goes to the node whose
+    ``partition-id`` is ``c`` (:mod:`strategies.node_map`, deployments). With
     ``proximal_mu > 0`` clients add FedProx's proximal term (Li et al., MLSys
     2020), as Flower's ``FedProx`` does by sending ``proximal-mu``.
 
@@ -99,6 +102,9 @@ class FCLFedAvg(FedAvg):
         check_aggregator(aggregator, trim_beta, krum_f)
         self.aggregator, self.trim_beta, self.krum_f = aggregator, trim_beta, krum_f
         self.validator = ReplyValidator(self.weighted_by_key)
+        fed = run_config.get("federation", {})
+        self.node_map = NodeMap(str(fed.get("node_mapping", "modulo")), num_clients,
+                                wait_s=float(run_config.get("backend", {}).get("timeout_s", 600)))
         self.round_faults = RoundFaults()  # the last aggregate_train's failed / rejected clients
         self.sent_messages: list[Message] = []  # this round's messages: replies are matched to clients by id
         self.round_arrays: ArrayRecord | None = None  # this round's global arrays: replies must match them
@@ -119,20 +125,13 @@ class FCLFedAvg(FedAvg):
         rng = np.random.default_rng(derive_seed(self.seed, "sample", server_round))
         return sorted(int(c) for c in rng.choice(active, size=k, replace=False))
 
-    @staticmethod
-    def node_for(client_id: int, node_ids: list[int]) -> int:
-        """The node that plays logical client ``client_id``."""
-        return node_ids[client_id % len(node_ids)]
+    def node_for(self, client_id: int, node_ids: list[int]) -> int:
+        """The node that plays logical client ``client_id`` (``federation.node_mapping``)."""
+        return self.node_map.node_for(client_id, node_ids)
 
     def wait_for_nodes(self, grid: Grid) -> list[int]:
-        """Sorted node ids, once at least ``min_available_nodes`` are connected."""
-        import time
-
-        while True:
-            nodes = sorted(grid.get_node_ids())
-            if len(nodes) >= max(self.min_available_nodes, 1):
-                return nodes
-            time.sleep(1.0)
+        """Sorted node ids, once ``min_available_nodes`` (and, by partition, every partition) are connected."""
+        return self.node_map.nodes(grid, self.min_available_nodes)
 
     def client_config(self, server_round: int, client_id: int) -> dict[str, Any]:
         """Per-client config keys of a round (subclasses add theirs with ``super()``)."""

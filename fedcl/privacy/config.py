@@ -82,6 +82,10 @@ def _validate_secagg(cfg: dict[str, Any]) -> None:
     _req(not _needs_individual_updates(str(unl)), "unlearning.name", unl,
          "not a history-based (FedEraser-style) method under privacy.secure_aggregation=true: it needs each "
          "client's individual updates, which secure aggregation hides; use privacy=dp_central or privacy=none")
+    agg = (cfg.get("strategy") or {}).get("aggregator", "mean")
+    _req(agg == "mean", "strategy.aggregator", agg,
+         "'mean' under privacy.secure_aggregation=true: median, trimmed_mean and krum rank each client's own "
+         "update, which secure aggregation hides (the server only gets the sum)")
     for k in ("num_shares", "reconstruction_threshold"):
         v = sa.get(k)
         _req(_num(v) and v > 0, f"privacy.secagg.{k}", v, "a fraction in (0, 1] or an integer count")

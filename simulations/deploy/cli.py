@@ -86,6 +86,7 @@ def start_local(
     data_dir: str | None = None,
     env: dict[str, str] | None = None,
     wait: bool = True,
+    bind_partition: bool = False,
 ) -> dict[str, Any]:
     """SuperLink + ``nodes`` SuperNodes on this machine; SuperNode ``i`` has ``partition-id=i``.
 
@@ -106,7 +107,7 @@ def start_local(
             f"127.0.0.1:{port}", i, nodes, node_port + i,
             root_certificates=None if insecure else layout.ca_cert, key=key,
             state_dir=state_dir.replace("{i}", str(i)) if state_dir else None,
-            data_dir=data_dir.replace("{i}", str(i)) if data_dir else None,
+            data_dir=data_dir.replace("{i}", str(i)) if data_dir else None, bind_partition=bind_partition,
         )
         pids[f"supernode-{i}"] = spawn(layout, f"supernode-{i}", cmd, env)
     if wait:
@@ -128,14 +129,14 @@ def remote_commands(address: str, nodes: int, connection: str, dir_: str = "~/fe
             f"# --- SuperNode host {i} ---",
             f"{m} keys --dir {dir_} node{i}          # send {dir_}/keys/node{i}.pub to the SuperLink operator",
             f"{m} supernode --dir {dir_} --superlink {address} --partition-id {i} --num-partitions {nodes} "
-            f"--root-certificates {dir_}/certs/ca.crt --key {dir_}/keys/node{i}",
+            f"--root-certificates {dir_}/certs/ca.crt --key {dir_}/keys/node{i} --bind-partition",
         ]
     lines += [
         "# --- SuperLink operator (after receiving node<i>.pub) ---",
         *[f"flwr supernode register node{i}.pub {connection}" for i in range(nodes)],
         f"flwr supernode ls {connection}",
         f"flwr run . {connection} --stream -c \"overrides='federation.num_clients={nodes} "
-        f"federation.state_store=context +strategy.min_available_nodes={nodes}'\"",
+        f"federation.state_store=context federation.node_mapping=partition'\"",
         "# --- stop (on each host) ---",
         f"{m} stop --dir {dir_}",
     ]
@@ -167,6 +168,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--node-port", type=int, default=DEFAULT_SUPERNODE_PORT, help="first SuperNode's local port")
     sp.add_argument("--state-dir", help="node-config state-dir ({i} = partition id)")
     sp.add_argument("--data-dir", help="node-config data-dir ({i} = partition id)")
+    sp.add_argument("--bind-partition", action="store_true",
+                    help="node i plays only logical client i (run with federation.node_mapping=partition)")
     secure_flags(sp)
 
     sp = add("superlink", "start only the SuperLink (the SuperLink host of a multi-machine deployment)")
@@ -194,6 +197,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--state-dir")
     sp.add_argument("--data-dir")
     sp.add_argument("--max-retries", type=int, default=None, help="give up after N failed connection attempts")
+    sp.add_argument("--bind-partition", action="store_true",
+                    help="play only logical client <partition-id> (run with federation.node_mapping=partition)")
 
     add("status", "recorded processes and the SuperNodes the SuperLink sees online")
     add("stop", "stop every process recorded in the deployment folder (SuperNodes first)")
@@ -221,7 +226,7 @@ def _dispatch(args: argparse.Namespace, layout: Layout, env: dict[str, str]) -> 
     if args.cmd == "start":
         pids = start_local(layout, nodes=args.nodes, port=args.port, node_port=args.node_port,
                            insecure=args.insecure, connection=args.connection, state_dir=args.state_dir,
-                           data_dir=args.data_dir, env=env)
+                           data_dir=args.data_dir, env=env, bind_partition=args.bind_partition)
         print(f"started {pids}; connection '{args.connection}' in {env['FLWR_HOME']}/config.toml; "
               f"logs in {layout.logs}")
     elif args.cmd == "superlink":
@@ -243,7 +248,8 @@ def _dispatch(args: argparse.Namespace, layout: Layout, env: dict[str, str]) -> 
         cmd = supernode_command(args.superlink, args.partition_id, args.num_partitions, port,
                                 root_certificates=None if args.insecure else args.root_certificates.resolve(),
                                 key=args.key.resolve() if args.key else None, state_dir=args.state_dir,
-                                data_dir=args.data_dir, max_retries=args.max_retries)
+                                data_dir=args.data_dir, max_retries=args.max_retries,
+                                bind_partition=args.bind_partition)
         layout.root.mkdir(parents=True, exist_ok=True)
         pid = spawn(layout, f"supernode-{args.partition_id}", cmd, env)
         print(f"SuperNode pid {pid}: {shlex.join(cmd)}")

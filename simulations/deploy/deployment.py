@@ -176,9 +176,16 @@ def supernode_command(
     state_dir: str | None = None,
     data_dir: str | None = None,
     max_retries: int | None = None,
+    bind_partition: bool = False,
 ) -> list[str]:
-    """The ``flower-supernode`` command line of one SuperNode (``root_certificates=None`` = insecure)."""
+    """The ``flower-supernode`` command line of one SuperNode (``root_certificates=None`` = insecure).
+
+    ``bind_partition`` adds ``bind-partition=true``: the node plays only logical client
+    ``partition_id`` (run with ``federation.node_mapping=partition``).
+    """
     node_config = f"partition-id={partition_id} num-partitions={num_partitions}"
+    if bind_partition:
+        node_config += " bind-partition=true"
     if state_dir:
         node_config += f' state-dir="{state_dir}"'
     if data_dir:

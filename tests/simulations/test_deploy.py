@@ -55,6 +55,9 @@ def test_supernode_command_is_secure_unless_insecure(tmp_path: Path) -> None:
                                state_dir="/s", data_dir="/d", max_retries=2)
     insecure = supernode_command("h:1", 0, 4, 9000, root_certificates=None, key=None)
     assert "--insecure" not in secure and "--insecure" in insecure
+    assert "bind-partition" not in secure[secure.index("--node-config") + 1]
+    bound = supernode_command("h:1", 3, 4, 9000, root_certificates=None, key=None, bind_partition=True)
+    assert bound[bound.index("--node-config") + 1] == "partition-id=3 num-partitions=4 bind-partition=true"
     assert secure[secure.index("--node-config") + 1] == 'partition-id=3 num-partitions=4 state-dir="/s" data-dir="/d"'
     assert secure[secure.index("--auth-supernode-private-key") + 1] == str(tmp_path / "k")
     assert secure[secure.index("--max-retries") + 1] == "2"
@@ -65,6 +68,7 @@ def test_remote_commands_cover_every_host() -> None:
     assert "--san superlink.example.org" in text
     assert all(f"--partition-id {i} --num-partitions 3" in text for i in range(3))
     assert text.count("flwr supernode register") == 3 and "flwr run . prod" in text
+    assert text.count("--bind-partition") == 3 and "federation.node_mapping=partition" in text
 
 
 def _context(node_config: dict[str, str | int]) -> Context:
@@ -132,7 +136,7 @@ def _leftovers(markers: list[str], pids: set[int]) -> list[str]:
 
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[tuple[Layout, dict[str, str], list[int]]]:
-    """TLS + SuperNode-auth SuperLink and two SuperNodes on loopback; all stopped afterwards."""
+    """TLS + SuperNode-auth SuperLink and two partition-bound SuperNodes on loopback; all stopped afterwards."""
     layout = Layout(tmp_path / "deploy")
     env = flower_env()
     env["FLWR_HOME"] = str(tmp_path / "flwr_home")  # private: the connection entry goes here only
@@ -140,7 +144,7 @@ def deployment(tmp_path: Path) -> Iterator[tuple[Layout, dict[str, str], list[in
     ports = [sl_port, node_port, node_port + 1, node_port + 2]
     markers = [str(layout.root), *(f"127.0.0.1:{p}" for p in ports)]
     try:
-        start_local(layout, nodes=2, port=sl_port, node_port=node_port, env=env)
+        start_local(layout, nodes=2, port=sl_port, node_port=node_port, env=env, bind_partition=True)
         yield layout, env, ports
     finally:
         started = family(pid for _, pid, _ in recorded(layout))
@@ -172,7 +176,7 @@ def test_tls_deployment_runs_two_rounds_and_refuses_unregistered_node(
     strategy = _strategy()
     overrides = " ".join(synthetic_overrides(
         f"strategy={strategy}", "federation.num_clients=2", "federation.rounds_per_task=1", "stream.num_tasks=2",
-        "quiet=true", "federation.state_store=context", "+strategy.min_available_nodes=2",
+        "quiet=true", "federation.state_store=context", "federation.node_mapping=partition",
     ))
     # Execute: 2 tasks x 1 round through the SuperLink, TLS-verified against our CA
     t0 = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable
 
+import numpy as np
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -41,3 +42,28 @@ class InProcGrid:
             replies.append(reply)
             self.seen.append(reply)
         return replies
+
+
+def masked_vectors(seen: list[Message]) -> list[np.ndarray]:
+    """The SecAgg+ masked vectors in replies that reached the server side, one flat array per reply."""
+    from flwr.common import bytes_to_ndarray
+    from flwr.common.secure_aggregation.secaggplus_constants import Key
+
+    out = []
+    for r in seen:
+        if r.has_error():
+            continue
+        for rec in r.content.config_records.values():
+            if Key.MASKED_PARAMETERS in rec:
+                out.append(np.concatenate([bytes_to_ndarray(b).ravel() for b in rec[Key.MASKED_PARAMETERS]]))  # type: ignore[union-attr]
+    return out
+
+
+def looks_masked(vector: np.ndarray, quantization_range: int) -> bool:
+    """True when ``vector`` looks uniform over the modulus, not like quantised values in [0, range].
+
+    A client's quantised payload lies in [0, quantization_range] (times its weight factor <= 1);
+    the pairwise and private masks spread it uniformly over [0, modulus_range), so with
+    modulus 2^32 and range 2^22 about 99.8 % of masked entries exceed twice the range.
+    """
+    return bool(np.mean(vector > 2 * quantization_range) > 0.95)

@@ -70,3 +70,58 @@ def test_bad_privacy_combinations_are_refused() -> None:
         compose(synthetic_overrides("privacy=secagg", "unlearning=fed_eraser"))
     with pytest.raises(ConfigError, match="privacy.dp.epsilon"):
         compose(synthetic_overrides("privacy=dp_local", "privacy.dp.epsilon=null"))
+
+
+def test_adaptive_server_side_clipping_raises_a_too_small_norm(message_identity: None) -> None:
+    # Prepare: every update (norm 20) is far above the initial norm 0.1, target quantile 0.5
+    s = make("privacy=dp_central", "privacy.dp.clipping=server", "privacy.dp.adaptive=true",
+             "privacy.dp.noise_multiplier=0.01", "privacy.dp.clipping_norm=0.1", "privacy.dp.clip_norm_lr=0.2")
+    arrays = ArrayRecord({"w": Array(np.zeros((2, 2), dtype=np.float32))})
+    norms = []
+    for rnd in range(1, 5):
+        msgs = s.configure_train(rnd, arrays, ConfigRecord(), FakeGrid([1, 2, 3]))
+        # Execute
+        s.aggregate_train(rnd, [reply(m, 10.0) for m in msgs])
+        norms.append(s.privacy_row()["clipping_norm"])
+    # Assert: the norm grows geometrically (all clipped: C <- C exp(lr (~1 - 0.5))), and is checkpointed.
+    # Flower 1.41's wrappers alone shrink it here (they apply exp(-lr (clipped - target))): see strategies/privacy.py
+    assert all(b > a * 1.05 for a, b in zip([0.1, *norms], norms, strict=False)), norms
+    assert s.state_dict()["clipping_norm"] == pytest.approx(norms[-1])
+    assert s.state_dict()["privacy_accountant"]["releases"] == 4
+
+
+def test_max_epsilon_stops_before_the_round_that_would_exceed_it(message_identity: None) -> None:
+    # Prepare: 3 clients, z = 1: one release costs epsilon ~4.7 at delta 1e-5 (see the accountant test)
+    s = make("privacy=dp_central", "privacy.dp.clipping=server", "privacy.dp.max_epsilon=6.0")
+    arrays = ArrayRecord({"w": Array(np.zeros((2, 2), dtype=np.float32))})
+    msgs = s.configure_train(1, arrays, ConfigRecord(), FakeGrid([1, 2, 3]))
+    s.aggregate_train(1, [reply(m, 0.1) for m in msgs])
+    spent = s.privacy_row()["epsilon"]
+    # Execute / Assert: the second release would reach ~7.08 > 6.0: the round is refused before any message goes out
+    from flwr.serverapp.exception import PrivacyBudgetExhausted
+
+    with pytest.raises(PrivacyBudgetExhausted, match="max_epsilon=6.0"):
+        s.configure_train(2, arrays, ConfigRecord(), FakeGrid([1, 2, 3]))
+    assert spent == pytest.approx(4.7285, abs=1e-3) and s.privacy_row()["epsilon"] == spent
+    assert s.state_dict()["privacy_accountant"]["releases"] == 1
+
+
+def test_adaptive_client_side_clipping_follows_the_clients_norm_bits(message_identity: None) -> None:
+    # Prepare: client-side adaptive clipping; every client reports it clipped (norm_bit 1), then none does
+    s = make("privacy=dp_central", "privacy.dp.clipping=client", "privacy.dp.adaptive=true",
+             "privacy.dp.noise_multiplier=0.01", "privacy.dp.clipping_norm=1.0")
+    arrays = ArrayRecord({"w": Array(np.zeros((2, 2), dtype=np.float32))})
+
+    def round_with(rnd: int, bit: int) -> float:
+        msgs = s.configure_train(rnd, arrays, ConfigRecord(), FakeGrid([1, 2, 3]))
+        replies = [reply(m, 0.1) for m in msgs]
+        for r in replies:
+            r.content[keys.METRICS]["norm_bit"] = bit
+        s.aggregate_train(rnd, replies)
+        return float(s.privacy_row()["clipping_norm"])
+
+    # Execute
+    up = round_with(1, 1)
+    down = round_with(2, 0)
+    # Assert: all clipped -> the norm rises; none clipped -> it falls (Andrew et al.'s direction)
+    assert up > 1.05 and down < up / 1.05

@@ -23,7 +23,7 @@ from fedcl.models import build_model
 from fedcl.privacy.secagg import UNLEARN_TYPE, SecAggPlusGrid
 from strategies import build_strategy
 from tests.conftest import synthetic_overrides
-from tests.fedcl.privacy.inproc import InProcGrid
+from tests.fedcl.privacy.inproc import InProcGrid, looks_masked, masked_vectors
 
 NODES = [0, 1, 2]
 # tolerance on the principal angles between the two bases: quantisation is one level, 2 * 1000 / 2^22
@@ -44,7 +44,7 @@ def _setup(*overrides: str) -> tuple[dict[str, Any], Any, ArrayRecord]:
     return cfg, strategy, arrays
 
 
-def _bases_after_two_tasks(secure: bool) -> tuple[dict[str, np.ndarray], list[dict[str, int]]]:
+def _bases_after_two_tasks(secure: bool) -> tuple[dict[str, np.ndarray], list[dict[str, int]], list[Message]]:
     cfg, strategy, arrays = _setup("privacy=secagg" if secure else "privacy=none")
     inner = InProcGrid(fedcl_app, NODES)
     grid = SecAggPlusGrid(inner, cfg["privacy"]["secagg"]) if secure else inner
@@ -52,7 +52,7 @@ def _bases_after_two_tasks(secure: bool) -> tuple[dict[str, np.ndarray], list[di
     for rnd, task in ((2, 0), (4, 1)):  # the last round of each task (2 rounds per task)
         strategy.on_task_end(rnd, task, arrays, grid)
         dims.append(dict(strategy.fot.basis_dims()))
-    return {k: v.numpy().astype(np.float64) for k, v in strategy.fot.bases.items()}, dims
+    return {k: v.numpy().astype(np.float64) for k, v in strategy.fot.bases.items()}, dims, inner.seen
 
 
 def _max_sin_principal_angle(u: np.ndarray, v: np.ndarray) -> float:
@@ -62,8 +62,15 @@ def _max_sin_principal_angle(u: np.ndarray, v: np.ndarray) -> float:
 
 def test_fot_bases_under_secagg_match_the_clear_ones(message_identity: None) -> None:
     # Prepare / Execute: GPSE at the end of both tasks, in the clear and through SecAgg+
-    clear, clear_dims = _bases_after_two_tasks(secure=False)
-    masked, masked_dims = _bases_after_two_tasks(secure=True)
+    clear, clear_dims, clear_seen = _bases_after_two_tasks(secure=False)
+    masked, masked_dims, masked_seen = _bases_after_two_tasks(secure=True)
+    # Assert: in the clear the server side sees every client's sketch; under SecAgg+ never a sketch,
+    # only one masked vector per client and GPSE query, uniform over the modulus
+    assert sum(keys.FOT_SKETCH in r.content for r in clear_seen) == 2 * len(NODES)
+    assert not any(keys.FOT_SKETCH in r.content or keys.FOT_STATS in r.content for r in masked_seen)
+    vectors = masked_vectors(masked_seen)
+    q = compose(synthetic_overrides("privacy=secagg"))["privacy"]["secagg"]["quantization_range"]
+    assert len(vectors) == 2 * len(NODES) and all(looks_masked(v, q) for v in vectors)
     # Assert: same ranks after each task, and the same subspaces up to quantisation
     assert clear_dims == masked_dims and any(d > 0 for d in clear_dims[-1].values())
     for name, u in clear.items():

@@ -13,7 +13,7 @@ from fedcl.errors import ConfigError
 from fedcl.privacy.client_mod import privacy_mod
 from fedcl.privacy.secagg import SecAggPlusGrid
 from tests.conftest import synthetic_overrides
-from tests.fedcl.privacy.inproc import InProcGrid
+from tests.fedcl.privacy.inproc import InProcGrid, looks_masked, masked_vectors
 
 NODES = [11, 12, 13, 14]
 SHAPE = (5, 7)
@@ -75,6 +75,11 @@ def test_strategy_gets_only_the_sum_within_quantisation(message_identity: None, 
         for rec in r.content.array_records.values():
             for arr in rec.values():
                 assert not any(np.allclose(arr.numpy().ravel()[:5], raw_update(n).ravel()[:5]) for n in NODES)
+    # each client's update travelled as one masked vector, uniform over the modulus, all different
+    masked = masked_vectors(inner.seen)
+    assert len(masked) == len(NODES)
+    assert all(looks_masked(v, sa["quantization_range"]) for v in masked)
+    assert len({v.tobytes() for v in masked}) == len(NODES)
 
 
 def test_dropout_mid_protocol_does_not_break_the_round(message_identity: None, cfg: dict) -> None:
@@ -111,3 +116,13 @@ def test_payload_outside_its_range_is_counted_not_hidden(message_identity: None)
     # Assert: every client's clipping is reported (masked, so only the count), and shows in the round row
     assert grid.last_clipped == len(NODES)
     assert grid.secagg_row()["secagg_clipped"] == len(NODES)
+
+
+@pytest.mark.parametrize("aggregator", ["median", "trimmed_mean", "krum"])
+def test_robust_aggregator_is_refused_under_secure_aggregation(aggregator: str) -> None:
+    # Prepare / Execute / Assert: a rule that ranks individual updates cannot run on their sum
+    with pytest.raises(ConfigError, match="strategy.aggregator.*secure aggregation hides"):
+        compose(synthetic_overrides("privacy=secagg", "federation.num_clients=5", f"strategy.aggregator={aggregator}"))
+    # the same aggregator without secure aggregation is fine
+    assert compose(synthetic_overrides("federation.num_clients=5",
+                                       f"strategy.aggregator={aggregator}"))["strategy"]["aggregator"] == aggregator
