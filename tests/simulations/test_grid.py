@@ -82,3 +82,22 @@ def test_parallel_grid_with_the_joblib_launcher(tmp_path: Path) -> None:
     seeds = {json.loads((Path(j["run_dir"]) / "summary.json").read_text())["config"]["seed"] for j in g["jobs"]}
     assert seeds == {0, 1}
     assert len((sweep / "index.jsonl").read_text().splitlines()) == 2
+
+
+def test_grid_with_the_submitit_launcher_in_local_mode(tmp_path: Path) -> None:
+    # Prepare: two seeds as two submitit jobs, run as local subprocesses (the Slurm launcher's loopback mode)
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "grid"
+    cmd = [sys.executable, "-m", "simulations.run", "-m", *synthetic_overrides("quiet=true"),
+           "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    # Execute
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    # Assert: both jobs ran in submitit's own processes, recorded in the grid index, each with its summary
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    g = json.loads((sweep / "grid.json").read_text())
+    assert sorted(j["status"] for j in g["jobs"]) == ["ok", "ok"]
+    seeds = {json.loads((Path(j["run_dir"]) / "summary.json").read_text())["config"]["seed"] for j in g["jobs"]}
+    assert seeds == {0, 1}
+    assert len((sweep / "index.jsonl").read_text().splitlines()) == 2
+    assert list((sweep / ".submitit").glob("*/*_0_log.out"))  # submitit's per-job logs: it ran the jobs
+    assert "2 ok, 0 failed" in proc.stdout
