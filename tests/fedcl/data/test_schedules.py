@@ -112,3 +112,17 @@ def test_bad_options_name_the_key() -> None:
         _make("synchronous", clients=1, leave_rounds={0: 2}).total_rounds  # noqa: B018
     with pytest.raises(ConfigError, match="schedule.offsets"):
         compose(["schedule=offsets", "federation.num_clients=2", "schedule.offsets=[0]"])
+
+
+@pytest.mark.parametrize(("name", "kw"), [
+    ("heterogeneous", {"order": "shuffled"}),
+    ("heterogeneous", {"order": "same", "task_fraction_per_client": 0.4}),
+    ("reoccurrence", {"length": 40, "weights": [0.4, 0.3, 0.1, 0.1, 0.1]}),
+    ("offsets", {"max_offset": 3}),
+])
+def test_every_random_schedule_is_a_function_of_the_seed(name: str, kw: dict[str, Any]) -> None:
+    # Prepare / Execute: the same options with seeds 11, 11 and 12
+    a, b, c = (_make(name, num_tasks=5, clients=8, seed=s, **kw) for s in (11, 11, 12))
+    # Assert: the same seed gives the same plan (clients x rounds), another seed another plan
+    assert np.array_equal(plan_matrix(a), plan_matrix(b))
+    assert not np.array_equal(plan_matrix(a), plan_matrix(c))
