@@ -1,0 +1,47 @@
+"""Models: output shapes, heads, what FOT/GPM may project, and config errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from fedcl.errors import ConfigError
+from fedcl.models import build_model
+from fedcl.subspace import projectable_layers
+
+
+@pytest.mark.parametrize("cfg", [{"name": "mlp", "hidden": [16, 8]},
+                                 {"name": "convnet", "channels": [4, 8], "hidden": 16}])
+def test_single_head_output_shape_and_projectable_layers(cfg: dict) -> None:
+    # Prepare
+    model = build_model(cfg, (1, 8, 8), num_classes=5)
+    # Execute
+    out = model(torch.randn(3, 1, 8, 8))
+    # Assert: logits for every class; every weight layer (the shared head included) is projectable
+    assert out.shape == (3, 5)
+    layers = projectable_layers(model)
+    expected = sum(isinstance(m, (nn.Linear, nn.Conv2d)) for m in model.modules())
+    assert len(layers) == expected and "head.heads.0" in layers
+    if cfg["name"] == "convnet":  # bias-free convs: FOT's projection of conv weights is exact
+        assert all(m.bias is None for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_multi_head_routes_by_task_and_keeps_heads_out_of_projection() -> None:
+    # Prepare: 3 task heads
+    model = build_model({"name": "mlp", "hidden": [16]}, (1, 8, 8), num_classes=4, num_heads=3)
+    x = torch.randn(2, 1, 8, 8)
+    # Execute
+    outs = [model(x, task_id=t) for t in range(3)]
+    # Assert: each task has its own head (different outputs), the task id is required, heads not projected
+    assert all(o.shape == (2, 4) for o in outs) and not torch.equal(outs[0], outs[1])
+    with pytest.raises(ValueError, match="task id"):
+        model(x)
+    assert not any(name.startswith("head.") for name in projectable_layers(model))
+
+
+def test_bad_model_config_names_the_key() -> None:
+    with pytest.raises(ConfigError, match="model.name"):
+        build_model({"name": "resnet"}, (1, 8, 8), 4)
+    with pytest.raises(ConfigError, match=r"model \(mlp\)"):
+        build_model({"name": "mlp", "width": 3}, (1, 8, 8), 4)
