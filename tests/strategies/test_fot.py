@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
@@ -43,8 +44,8 @@ class GPSEGrid:
         return replies
 
 
-def make_fot() -> FOT:
-    cfg = compose(synthetic_overrides("strategy=fot"))
+def make_fot(*overrides: str) -> FOT:
+    cfg = compose(synthetic_overrides("strategy=fot", *overrides))
     fed = cfg["federation"]
     schedule = build_schedule(fed, cfg["stream"]["num_tasks"], fed["num_clients"], 0)
     params = {k: v for k, v in cfg["strategy"].items() if k not in ("name", "proximal_mu")}
@@ -95,3 +96,27 @@ def test_fot_state_is_checkpointed(message_identity: None) -> None:
     restored.load_state_dict(strategy.state_dict())
     assert torch.equal(restored.fot.bases["fc"], strategy.fot.bases["fc"])
     assert restored.state_dict()["basis_dims"] == {"fc": 3}
+
+
+@pytest.mark.parametrize("aggregator", ["median", "trimmed_mean"])
+def test_fot_with_a_robust_aggregator_ignores_a_poisoned_client_and_still_projects(
+    message_identity: None, aggregator: str
+) -> None:
+    # Prepare: bases from task 0, then a task-1 round where one of 3 clients sends weights of 1e6
+    strategy = make_fot(f"strategy.aggregator={aggregator}", "strategy.trim_beta=0.34")
+    w0 = arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT))
+    strategy.on_task_end(2, 0, w0, GPSEGrid(np.eye(D_IN)[:, :2]))
+    msgs = list(strategy.configure_train(3, w0, ConfigRecord(), GPSEGrid(np.eye(D_IN)[:, :2])))
+    rng = np.random.default_rng(1)
+    replies = []
+    for i, msg in enumerate(msgs):
+        w = np.full((D_OUT, D_IN), 1e6) if i == 0 else rng.normal(size=(D_OUT, D_IN))
+        replies.append(Message(RecordDict({keys.ARRAYS: arrays_of(w, np.zeros(D_OUT)),
+                                           keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 10})}), reply_to=msg))
+    # Execute
+    new, _ = strategy.aggregate_train(3, replies)
+    # Assert: the honest clients' scale (the mean would be ~3e5), and no component in the protected subspace
+    assert new is not None
+    delta = torch.from_numpy(new["fc.weight"].numpy())
+    assert float(delta.abs().max()) < 10.0
+    assert torch.linalg.norm(weight_view(delta) @ strategy.fot.bases["fc"]) <= 1e-5 * torch.linalg.norm(delta)
