@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -79,9 +81,10 @@ def test_parallel_grid_with_the_joblib_launcher(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     g = json.loads((sweep / "grid.json").read_text())
     assert sorted(j["status"] for j in g["jobs"]) == ["ok", "ok"]
-    seeds = {json.loads((Path(j["run_dir"]) / "summary.json").read_text())["config"]["seed"] for j in g["jobs"]}
-    assert seeds == {0, 1}
+    summaries = [json.loads((Path(j["run_dir"]) / "summary.json").read_text()) for j in g["jobs"]]
+    assert {s["config"]["seed"] for s in summaries} == {0, 1}
     assert len((sweep / "index.jsonl").read_text().splitlines()) == 2
+    _report_matches_the_runs(sweep, summaries)
 
 
 def test_grid_with_the_submitit_launcher_in_local_mode(tmp_path: Path) -> None:
@@ -96,8 +99,19 @@ def test_grid_with_the_submitit_launcher_in_local_mode(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     g = json.loads((sweep / "grid.json").read_text())
     assert sorted(j["status"] for j in g["jobs"]) == ["ok", "ok"]
-    seeds = {json.loads((Path(j["run_dir"]) / "summary.json").read_text())["config"]["seed"] for j in g["jobs"]}
-    assert seeds == {0, 1}
+    summaries = [json.loads((Path(j["run_dir"]) / "summary.json").read_text()) for j in g["jobs"]]
+    assert {s["config"]["seed"] for s in summaries} == {0, 1}
     assert len((sweep / "index.jsonl").read_text().splitlines()) == 2
+    _report_matches_the_runs(sweep, summaries)
     assert list((sweep / ".submitit").glob("*/*_0_log.out"))  # submitit's per-job logs: it ran the jobs
     assert "2 ok, 0 failed" in proc.stdout
+
+
+def _report_matches_the_runs(sweep: Path, summaries: list[dict]) -> None:
+    """The grid's report: one configuration (only the seed differs), mean and sample std of the runs."""
+    rows = list(csv.DictReader(open(sweep / "report.csv")))
+    assert len(rows) == 1 and rows[0]["runs"] == str(len(summaries))
+    for m in ("acc", "forgetting", "bwt"):
+        vals = [s[m] for s in summaries]
+        assert float(rows[0][f"{m}_mean"]) == pytest.approx(statistics.fmean(vals), abs=1e-6), m
+        assert float(rows[0][f"{m}_std"]) == pytest.approx(statistics.stdev(vals), abs=1e-6), m
