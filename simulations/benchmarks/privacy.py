@@ -9,7 +9,7 @@ Every variant is a real Flower simulation (``simulations.run.run``) of the same 
 (``experiment=demo_pmnist``: 3 Permuted Fashion-MNIST tasks, 3 clients, 3 rounds per task).
 
 * ``privacy=secagg`` (Bell et al., CCS 2020, through Flower's SecAgg+): the time per round is
-  compared with the same strategy in the clear (ratio of mean round time, training included);
+  compared with the same strategy in the clear (ratio of median round time, training included);
 * ``privacy=dp_central`` (McMahan et al., ICLR 2018; client-side clipping to C = 1, Gaussian
   noise z C / m on the mean of m = 3 updates) at the noise multipliers ``NOISE``; epsilon is the
   RDP accountant's over the whole stream (all rounds of all tasks) at delta = 1e-5, without

@@ -125,3 +125,20 @@ def test_adaptive_client_side_clipping_follows_the_clients_norm_bits(message_ide
     down = round_with(2, 0)
     # Assert: all clipped -> the norm rises; none clipped -> it falls (Andrew et al.'s direction)
     assert up > 1.05 and down < up / 1.05
+
+
+def test_strategy_declaring_individual_updates_is_refused_under_secure_aggregation() -> None:
+    # Prepare: a strategy whose server logic needs each client's own update (e.g. a history-based one)
+    from strategies.fedavg import FCLFedAvg
+    from strategies.privacy import with_privacy
+
+    class NeedsEachUpdate(FCLFedAvg):
+        individual_updates_reason = "keeps every client's update for calibration"
+
+    cfg = compose(synthetic_overrides("privacy=secagg"))
+    schedule = build_schedule(cfg["federation"], cfg["stream"]["num_tasks"], cfg["federation"]["num_clients"], 0)
+    strategy = NeedsEachUpdate(schedule=schedule, run_config=cfg, num_clients=cfg["federation"]["num_clients"])
+    # Execute / Assert: refused with the reason; the same strategy without secure aggregation is fine
+    with pytest.raises(ConfigError, match="keeps every client's update"):
+        with_privacy(strategy, cfg)
+    assert with_privacy(strategy, compose(synthetic_overrides("privacy=none"))) is strategy
