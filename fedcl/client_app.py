@@ -231,41 +231,40 @@ def unlearn(msg: Message, context: Context) -> Message:
 # the node's, and (c) tell the server its partition (query "node_info"), so that with
 # federation.node_mapping=partition the server sends client c to the node holding partition c
 # (strategies/node_map.py). Flower's simulation sets partition-id / num-partitions, not the others.
-NODE_INFO, PARTITION_ID, NUM_PARTITIONS = keys.NODE_INFO, keys.PARTITION_ID, keys.NUM_PARTITIONS
-DATA_DIR, BIND_PARTITION = keys.DATA_DIR, keys.BIND_PARTITION
+# The keys are defined once in fedcl/keys.py.
 
 
 def apply_node_config(cfg: dict[str, Any], context: Context, client_id: int) -> dict[str, Any]:
     """``cfg`` with the SuperNode's ``data-dir``; refuses foreign clients on a ``bind-partition`` node."""
     nc = context.node_config
-    if str(nc.get(BIND_PARTITION, "")).lower() in ("true", "1"):
-        if PARTITION_ID not in nc:
+    if str(nc.get(keys.BIND_PARTITION, "")).lower() in ("true", "1"):
+        if keys.PARTITION_ID not in nc:
             raise DataError("node config 'bind-partition' needs 'partition-id'")
-        if int(nc[PARTITION_ID]) != client_id:  # type: ignore[arg-type]
+        if int(nc[keys.PARTITION_ID]) != client_id:  # type: ignore[arg-type]
             raise DataError(
-                f"this SuperNode holds partition {nc[PARTITION_ID]} (bind-partition=true) but was asked to play "
+                f"this SuperNode holds partition {nc[keys.PARTITION_ID]} (bind-partition=true) but was asked to play "
                 f"logical client {client_id}: map clients to nodes by partition id (federation.node_mapping=partition)"
             )
-        if NUM_PARTITIONS in nc and int(nc[NUM_PARTITIONS]) != int(cfg["federation"]["num_clients"]):  # type: ignore[arg-type]
+        if keys.NUM_PARTITIONS in nc and int(nc[keys.NUM_PARTITIONS]) != int(cfg["federation"]["num_clients"]):  # type: ignore[arg-type]
             raise DataError(
-                f"node config num-partitions={nc[NUM_PARTITIONS]} but federation.num_clients="
+                f"node config num-partitions={nc[keys.NUM_PARTITIONS]} but federation.num_clients="
                 f"{cfg['federation']['num_clients']}"
             )
-    data_dir = nc.get(DATA_DIR)
+    data_dir = nc.get(keys.DATA_DIR)
     if data_dir:
         # the parsed config is cached and shared: copy before changing it
         cfg = {**cfg, "stream": {**cfg["stream"], "data_dir": str(data_dir)}}
     return cfg
 
 
-@app.query(NODE_INFO)
+@app.query(keys.NODE_INFO)
 def node_info(msg: Message, context: Context) -> Message:
     """Flower ``query.node_info`` handler: the node's partition (-1 when it has none)."""
     nc = context.node_config
     info = ConfigRecord(
         {
-            PARTITION_ID: int(nc.get(PARTITION_ID, -1)),  # type: ignore[arg-type]
-            NUM_PARTITIONS: int(nc.get(NUM_PARTITIONS, -1)),  # type: ignore[arg-type]
+            keys.PARTITION_ID: int(nc.get(keys.PARTITION_ID, -1)),  # type: ignore[arg-type]
+            keys.NUM_PARTITIONS: int(nc.get(keys.NUM_PARTITIONS, -1)),  # type: ignore[arg-type]
         }
     )
     return Message(content=RecordDict({keys.CONFIG: info}), reply_to=msg)

@@ -168,8 +168,10 @@ def _check_federation(cfg: dict[str, Any]) -> None:
     _req(_int(fed.get("round_retries", 1)), "federation.round_retries", fed.get("round_retries"), "an integer >= 0")
     t = fed.get("round_timeout_s")
     _req(t is None or (_num(t) and t > 0), "federation.round_timeout_s", t, "null (backend.timeout_s) or seconds > 0")
+    from strategies.node_map import MODES
+
     nm = fed.get("node_mapping", "modulo")
-    _req(nm in ("modulo", "partition"), "federation.node_mapping", nm,
+    _req(nm in MODES, "federation.node_mapping", nm,
          "'modulo' (client c -> sorted node ids[c % #nodes]) or 'partition' (the node whose partition-id is c)")
 
 

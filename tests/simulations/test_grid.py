@@ -70,32 +70,27 @@ def test_grid_records_a_run_time_failure_and_runs_the_other_job(tmp_path: Path) 
 
 
 def test_parallel_grid_with_the_joblib_launcher(tmp_path: Path) -> None:
-    # Prepare: two seeds as two parallel jobs (hydra-joblib-launcher, the `grid-local` extra)
+    # Prepare / Execute / Assert: two seeds as two parallel jobs (hydra-joblib-launcher, the `grid-local` extra),
+    # each with its own SuperLink and Ray
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    sweep = tmp_path / "grid"
-    cmd = [sys.executable, "-m", "simulations.run", "-m", *synthetic_overrides("quiet=true"),
-           "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", f"hydra.sweep.dir={sweep}"]
-    # Execute
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
-    # Assert: both jobs ran (each its own SuperLink and Ray), both recorded, each with its own summary
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    g = json.loads((sweep / "grid.json").read_text())
-    assert sorted(j["status"] for j in g["jobs"]) == ["ok", "ok"]
-    summaries = [json.loads((Path(j["run_dir"]) / "summary.json").read_text()) for j in g["jobs"]]
-    assert {s["config"]["seed"] for s in summaries} == {0, 1}
-    assert len((sweep / "index.jsonl").read_text().splitlines()) == 2
-    _report_matches_the_runs(sweep, summaries)
+    _two_seed_grid(tmp_path / "grid", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], timeout=600)
 
 
 def test_grid_with_the_submitit_launcher_in_local_mode(tmp_path: Path) -> None:
     # Prepare: two seeds as two submitit jobs, run as local subprocesses (the Slurm launcher's loopback mode)
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "grid"
-    cmd = [sys.executable, "-m", "simulations.run", "-m", *synthetic_overrides("quiet=true"),
-           "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "seed=0,1", f"hydra.sweep.dir={sweep}"]
-    # Execute
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
-    # Assert: both jobs ran in submitit's own processes, recorded in the grid index, each with its summary
+    # Execute / Assert: both jobs ran in submitit's own processes, recorded in the grid index
+    proc = _two_seed_grid(sweep, ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"], timeout=900)
+    assert list((sweep / ".submitit").glob("*/*_0_log.out"))  # submitit's per-job logs: it ran the jobs
+    assert "2 ok, 0 failed" in proc.stdout
+
+
+def _two_seed_grid(sweep: Path, launcher: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run seeds 0 and 1 of the synthetic run as a grid with ``launcher``; check the jobs, index and report."""
+    cmd = [sys.executable, "-m", "simulations.run", "-m", *synthetic_overrides("quiet=true"), *launcher,
+           "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     g = json.loads((sweep / "grid.json").read_text())
     assert sorted(j["status"] for j in g["jobs"]) == ["ok", "ok"]
@@ -103,8 +98,7 @@ def test_grid_with_the_submitit_launcher_in_local_mode(tmp_path: Path) -> None:
     assert {s["config"]["seed"] for s in summaries} == {0, 1}
     assert len((sweep / "index.jsonl").read_text().splitlines()) == 2
     _report_matches_the_runs(sweep, summaries)
-    assert list((sweep / ".submitit").glob("*/*_0_log.out"))  # submitit's per-job logs: it ran the jobs
-    assert "2 ok, 0 failed" in proc.stdout
+    return proc
 
 
 def _report_matches_the_runs(sweep: Path, summaries: list[dict]) -> None:

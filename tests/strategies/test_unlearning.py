@@ -42,18 +42,22 @@ def _run(root: Path, name: str, *overrides: str) -> dict[str, Any]:
     return summary
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, Any]]]:
+def _oracle_never_ssd_ga(root: Path, request: str, never: str) -> Iterator[dict[str, dict[str, Any]]]:
+    """The retrain oracle, the run that never had the data, and ssd / ga compared with the oracle."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models on shared cores
-    root = tmp_path_factory.mktemp("unlearning")
-    out = {"retrain": _run(root, "retrain", "unlearning=retrain", REQUEST)}
+    out = {"retrain": _run(root, "retrain", "unlearning=retrain", request)}
     oracle = f"unlearning.oracle_dir={out['retrain']['run_dir']}"
-    out["never"] = _run(root, "never", "unlearning=none", NEVER)
-    out["ssd"] = _run(root, "ssd", "unlearning=ssd", REQUEST, oracle)
-    out["ga"] = _run(root, "ga", "unlearning=ga", REQUEST, oracle)
+    out["never"] = _run(root, "never", "unlearning=none", never)
+    out["ssd"] = _run(root, "ssd", "unlearning=ssd", request, oracle)
+    out["ga"] = _run(root, "ga", "unlearning=ga", request, oracle)
     yield out
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, Any]]]:
+    yield from _oracle_never_ssd_ga(tmp_path_factory.mktemp("unlearning"), REQUEST, NEVER)
 
 
 def test_retrain_equals_the_run_that_never_saw_the_data(runs: dict[str, dict[str, Any]]) -> None:
@@ -104,16 +108,7 @@ CLIENT_NEVER = "unlearning.requests=[{round:0,kind:client,target:1}]"
 
 @pytest.fixture(scope="module")
 def client_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, Any]]]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("unlearning_client")
-    out = {"retrain": _run(root, "retrain", "unlearning=retrain", CLIENT_REQUEST)}
-    oracle = f"unlearning.oracle_dir={out['retrain']['run_dir']}"
-    out["never"] = _run(root, "never", "unlearning=none", CLIENT_NEVER)
-    out["ssd"] = _run(root, "ssd", "unlearning=ssd", CLIENT_REQUEST, oracle)
-    out["ga"] = _run(root, "ga", "unlearning=ga", CLIENT_REQUEST, oracle)
-    yield out
-    torch.set_num_threads(threads)
+    yield from _oracle_never_ssd_ga(tmp_path_factory.mktemp("unlearning_client"), CLIENT_REQUEST, CLIENT_NEVER)
 
 
 def test_client_request_retrain_equals_the_run_without_that_client(client_runs: dict[str, dict[str, Any]]) -> None:
