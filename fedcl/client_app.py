@@ -27,6 +27,7 @@ from fedcl.methods import build_method
 from fedcl.methods.base import TaskContext, state_nbytes
 from fedcl.models import build_model
 from fedcl.privacy.client_mod import privacy_mod
+from fedcl.seeding import seed_globals
 from fedcl.state import open_store
 from fedcl.threads import match_torch_threads
 from fedcl.trainer import TrainConfig, derive_seed, pick_device, train_local
@@ -76,7 +77,8 @@ def _prepare(
     # to backend.data_cache_mb, and a Ray actor runs as many torch threads as the CPUs Ray gave it
     stream.cache.set_budget(cfg.get("backend", {}).get("data_cache_mb", DEFAULT_BUDGET_MB))
     match_torch_threads()
-    torch.manual_seed(derive_seed(seed, "client", client_id, server_round))  # dropout masks
+    # dropout masks, and the global draws of Flower's client mods (LocalDpMod's noise, SecAgg+'s rounding)
+    seed_globals(seed, "client", client_id, server_round, msg.metadata.message_type)
     model = build_model(cfg["model"], stream.in_shape, stream.num_classes, stream.num_heads).to(device)
     arrays = msg.content[keys.ARRAYS]
     assert isinstance(arrays, ArrayRecord)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +10,9 @@ from torch.nn import functional as F
 
 from fedcl.errors import ConfigError
 from fedcl.methods.base import CLMethod, TaskContext
+from fedcl.seeding import derive_seed
+
+__all__ = ["TrainConfig", "TrainResult", "derive_seed", "evaluate", "pick_device", "task_logits", "train_local"]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -22,12 +24,6 @@ def pick_device(name: str = "auto") -> torch.device:
     if name != "cpu" and not name.startswith("cuda"):
         raise ConfigError("device", name, "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     return torch.device(name)
-
-
-def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed from (run seed, client, round, ...): independent of scheduling order."""
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 @dataclass

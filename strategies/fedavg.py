@@ -14,6 +14,7 @@ from fedcl import keys
 from fedcl.config import to_json
 from fedcl.data import Schedule
 from fedcl.trainer import derive_seed
+from strategies.aggregation import fedavg, metric_mean
 from strategies.extra_sums import ExtraSums
 from strategies.node_map import NodeMap
 from strategies.robust import check_aggregator, robust_aggregate
@@ -86,6 +87,7 @@ class FCLFedAvg(FedAvg):
         kwargs.setdefault("min_train_nodes", 1)
         kwargs.setdefault("min_available_nodes", 1)
         kwargs.setdefault("fraction_evaluate", 0.0)
+        kwargs.setdefault("train_metrics_aggr_fn", metric_mean)  # float64, canonical order
         super().__init__(**kwargs)
         self.schedule = schedule
         self.run_config = run_config
@@ -198,7 +200,7 @@ class FCLFedAvg(FedAvg):
         if self.averager is not None:  # privacy: Flower's DP wrapper clips, averages, noises (strategies/privacy.py)
             arrays, metrics = self.averager(server_round, replies)
         elif self.aggregator == "mean":
-            arrays, metrics = super().aggregate_train(server_round, replies)
+            arrays, metrics = fedavg([r.content for r in replies], self.weighted_by_key)
         else:
             contents = [r.content for r in replies]
             arrays = robust_aggregate(contents, self.aggregator, self.trim_beta, self.krum_f)

@@ -13,6 +13,7 @@ from flwr.serverapp import Grid
 from fedcl import keys
 from fedcl.errors import RoundError
 from fedcl.fot_server import FOTState
+from strategies.aggregation import sum_arrays, sum_metrics
 from strategies.fedavg import FCLFedAvg
 from strategies.round_faults import RoundFaults
 
@@ -117,25 +118,17 @@ class FOT(FCLFedAvg):
                 f"({self.gpse_faults.as_row()['fault_reasons']}); the newest checkpoint is intact: fix the "
                 "clients and continue with resume=<run folder>"
             )
-        sum_sketch: dict[str, np.ndarray] = {}
-        sum_ratio: dict[str, float] = {}
-        total = 0.0
-        for r in replies:
-            sketch = r.content[keys.FOT_SKETCH]
-            stats = r.content[keys.FOT_STATS]
-            assert isinstance(sketch, ArrayRecord) and isinstance(stats, MetricRecord)
-            nbytes = sketch.count_bytes()
-            self.bytes_up += nbytes
-            self.sketch_bytes += nbytes
-            for name, arr in sketch.items():
-                y = arr.numpy()
-                sum_sketch[name] = sum_sketch[name] + y if name in sum_sketch else y.astype(np.float64)
-            for key, value in stats.items():
-                if key == keys.NUM_EXAMPLES:
-                    total += float(value)  # type: ignore[arg-type]
-                elif key.endswith("/ratio-weighted"):
-                    layer = key.rsplit("/", 1)[0]
-                    sum_ratio[layer] = sum_ratio.get(layer, 0.0) + float(value)  # type: ignore[arg-type]
+        sketches = [r.content[keys.FOT_SKETCH] for r in replies]
+        stats = [r.content[keys.FOT_STATS] for r in replies]
+        assert all(isinstance(x, ArrayRecord) for x in sketches) and all(isinstance(x, MetricRecord) for x in stats)
+        nbytes = sum(x.count_bytes() for x in sketches)
+        self.bytes_up += nbytes
+        self.sketch_bytes += nbytes
+        # the server needs only sums (replies in canonical order, float64: strategies/aggregation.py)
+        sum_sketch = sum_arrays(sketches)  # type: ignore[arg-type]
+        summed = sum_metrics(stats)  # type: ignore[arg-type]
+        total = summed.get(keys.NUM_EXAMPLES, 0.0)
+        sum_ratio = {k.rsplit("/", 1)[0]: v for k, v in summed.items() if k.endswith("/ratio-weighted")}
         self.fot.update_bases(sum_sketch, sum_ratio, total)
         self.gpse_seconds += time.perf_counter() - t0
         return arrays

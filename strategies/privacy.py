@@ -8,11 +8,13 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.serverapp.strategy import Strategy
 
 from fedcl import keys
 from fedcl.errors import ConfigError
 from fedcl.privacy.accountant import StreamAccountant, local_noise_multiplier
+from fedcl.seeding import seeded_numpy
+from strategies.aggregation import fedavg
 from strategies.fedavg import FCLFedAvg
 
 
@@ -42,7 +44,9 @@ class _AveragingView(Strategy):
             # the sensitivity C/m of the mean holds for equal weights only (McMahan et al. 2018)
             for r in replies:
                 r.content[keys.METRICS][keys.NUM_EXAMPLES] = 1  # type: ignore[index,assignment]
-        return FedAvg.aggregate_train(self.base, server_round, replies)
+        if not replies:
+            return None, None
+        return fedavg([r.content for r in replies], self.base.weighted_by_key)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -170,7 +174,10 @@ class PrivateStrategy:
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """FCLFedAvg's averaging step (``base.averager``): Flower's DP wrapper, or local DP's plain mean."""
         if self.wrapper is not None:
-            arrays, metrics = self.wrapper.aggregate_train(server_round, replies)
+            # Flower's wrappers draw their noise from np.random: seeded by (seed, round), so the noise is the
+            # same whatever ran before (a resumed run, another reply order)
+            with seeded_numpy(self.base.seed, "dp-noise", server_round):
+                arrays, metrics = self.wrapper.aggregate_train(server_round, replies)
         else:
             arrays, metrics = self.view.aggregate_train(server_round, replies)
         if arrays is not None:

@@ -20,6 +20,7 @@ from flwr.serverapp import Grid
 
 from fedcl import keys
 from fedcl.errors import RoundError
+from strategies.aggregation import in_canonical_order
 
 log = logging.getLogger("fedcl")
 
@@ -78,7 +79,8 @@ def send_train_round(
         if not messages:
             return messages, [], attempt + 1
         stamp_attempt(messages, attempt)
-        replies = list(grid.send_and_receive(messages, timeout=timeout))
+        # canonical order (by logical client): everything computed from the replies is order-independent
+        replies = in_canonical_order(messages, grid.send_and_receive(messages, timeout=timeout))
         need = min(int(fed.get("min_replies", 1)), len(messages))
         validator = getattr(strategy, "validator", None)
         if validator is None:  # a strategy without validation: count replies without errors

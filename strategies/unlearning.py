@@ -39,6 +39,7 @@ from fedcl.unlearning.evaluation import EvalSets, build_eval_sets, compare, outp
 from fedcl.unlearning.metrics import accuracy
 from fedcl.unlearning.plots import plot_unlearning
 from fedcl.unlearning.requests import Request
+from strategies.aggregation import sum_arrays, sum_metrics, weighted_mean
 
 log = logging.getLogger("fedcl")
 ORACLE_DIR = "unlearning"
@@ -244,10 +245,12 @@ class UnlearningRunner:
                                     message_type=f"{MessageType.QUERY}.{keys.UNLEARN}",
                                     dst_node_id=st.node_for(c, nodes)))
         st.bytes_down += arrays.count_bytes() * len(messages)
-        replies = [r for r in self._grid.send_and_receive(messages, timeout=self.timeout) if not r.has_error()]
+        received = list(self._grid.send_and_receive(messages, timeout=self.timeout))
+        # sound replies only (NaN / Inf would poison the sums), in canonical order (strategies/aggregation.py)
+        replies, faults = st.validator.split_query(f"unlearn:{options.get('action')}", messages, received)
         if len(replies) < len(messages):
-            log.warning("unlearning: %d of %d clients did not answer %s", len(messages) - len(replies),
-                        len(messages), options.get("action"))
+            log.warning("unlearning: %d of %d clients gave no sound answer to %s (%s)", len(messages) - len(replies),
+                        len(messages), options.get("action"), faults.as_row()["fault_reasons"])
         if messages and not replies:
             raise RuntimeError(f"unlearning: no client answered the '{options.get('action')}' query")
         for r in replies:
@@ -256,41 +259,26 @@ class UnlearningRunner:
 
     @staticmethod
     def _metrics(replies: list[Message]) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for r in replies:
-            for mr in r.content.metric_records.values():
-                for k, v in mr.items():
-                    out[k] = out.get(k, 0.0) + float(v)  # type: ignore[arg-type]
-        return out
+        return sum_metrics(mr for r in replies for mr in r.content.metric_records.values())
 
     def sums(self, action: str, clients: list[int], state: State,
              options: dict[str, Any]) -> tuple[dict[str, State], dict[str, float]]:
         replies = self._query(clients, state, options)
-        sums: dict[str, State] = {}
-        for r in replies:
-            for name, ar in r.content.array_records.items():
-                acc = sums.setdefault(name, {})
-                for k, v in ar.to_torch_state_dict().items():
-                    acc[k] = acc[k] + v.double() if k in acc else v.double()
-        return {n: {k: v.float() for k, v in s.items()} for n, s in sums.items()}, self._metrics(replies)
+        names = sorted({name for r in replies for name in r.content.array_records})
+        sums = {name: sum_arrays(r.content.array_records[name] for r in replies if name in r.content.array_records)
+                for name in names}
+        return ({n: {k: torch.from_numpy(v.astype(np.float32)) for k, v in s.items()} for n, s in sums.items()},
+                self._metrics(replies))
 
     def weighted_mean(self, action: str, clients: list[int], state: State,
                       options: dict[str, Any]) -> tuple[State | None, dict[str, float]]:
         replies = self._query(clients, state, options)
         metrics = self._metrics(replies)
-        total = metrics.get(keys.NUM_EXAMPLES, 0.0)
-        if total <= 0:
+        weights = [float(r.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES]) for r in replies]  # type: ignore[arg-type]
+        if sum(weights) <= 0:
             return None, metrics
-        out: State = {}
-        for r in replies:
-            n = float(r.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES])  # type: ignore[arg-type]
-            for k, v in r.content.array_records[keys.ARRAYS].to_torch_state_dict().items():
-                if not v.is_floating_point():
-                    out.setdefault(k, v)
-                    continue
-                term = v.double() * (n / total)
-                out[k] = out[k] + term if k in out else term
-        return {k: v.to(state[k].dtype) for k, v in out.items()}, metrics
+        mean = weighted_mean([r.content.array_records[keys.ARRAYS] for r in replies], weights)
+        return {k: v.to(state[k].dtype) for k, v in mean.to_torch_state_dict().items()}, metrics
 
     def individual(self, action: str, clients: list[int], state: State,
                    options: dict[str, Any]) -> dict[int, tuple[State, int]]:

@@ -19,9 +19,10 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from fedcl import keys
+from strategies.aggregation import canonical_replies
 from strategies.round_faults import RoundFaults
 
 log = logging.getLogger("fedcl")
@@ -150,6 +151,17 @@ def check_gpse_reply(content: RecordDict, max_examples: int = MAX_NUM_EXAMPLES) 
     return None
 
 
+def check_finite_reply(content: RecordDict) -> str | None:
+    """Why a query reply whose records are summed (unlearning) must not be used, or ``None``."""
+    for name in content.keys():
+        rec = content[name]
+        if isinstance(rec, ArrayRecord) and non_finite_arrays(rec):
+            return f"NaN/Inf in record '{name}' {non_finite_arrays(rec)[:3]}"
+        if isinstance(rec, MetricRecord) and non_finite_metrics(rec):
+            return f"NaN/Inf in record '{name}' {non_finite_metrics(rec)[:3]}"
+    return None
+
+
 def sketch_signature(content: RecordDict) -> tuple[tuple[str, tuple[int, ...], str], ...]:
     """Names, shapes and dtypes of a GPSE reply's sketches (all sound replies share one)."""
     sketch = content[keys.FOT_SKETCH]
@@ -164,32 +176,6 @@ def short_reason(text: str | None, limit: int = 300) -> str:
         if "Message: " in line:  # Flower's "Exception ClientAppException occurred. Message: <the cause>"
             return line.split("Message: ", 1)[1].rstrip("'>")[:limit]
     return (lines[-1] if lines else "unknown error")[:limit]
-
-
-def client_of(msg: Message) -> int:
-    """The logical client a sent message addresses (its config record's ``client-id``)."""
-    rec = msg.content.get(keys.CONFIG)
-    if isinstance(rec, ConfigRecord) and keys.CLIENT_ID in rec:
-        return int(rec[keys.CLIENT_ID])  # type: ignore[arg-type]
-    return -1
-
-
-def match_replies(sent: list[Message], replies: list[Message]) -> tuple[list[tuple[int, Message]], list[int]]:
-    """Pair each reply with its logical client; list the clients without a reply.
-
-    Replies are matched by ``reply_to_message_id`` (set once the grid has pushed
-    the messages). Messages never pushed (unit tests) have no id: then replies are
-    taken in the order they were sent.
-    """
-    ids = [m.metadata.message_id for m in sent]
-    by_id = {mid: client_of(m) for mid, m in zip(ids, sent, strict=True)}
-    if all(ids) and len(set(ids)) == len(ids):
-        pairs = [(by_id.get(r.metadata.reply_to_message_id, -1), r) for r in replies]
-    else:
-        pairs = [(client_of(sent[i]) if i < len(sent) else -1, r) for i, r in enumerate(replies)]
-    answered = {c for c, _ in pairs}
-    missing = [client_of(m) for m in sent if client_of(m) not in answered]
-    return pairs, missing
 
 
 class ReplyValidator:
@@ -210,7 +196,8 @@ class ReplyValidator:
     def _split(
         self, what: str, sent: list[Message], replies: list[Message], check: Any, log_faults: bool = True
     ) -> tuple[list[Message], RoundFaults]:
-        pairs, missing = match_replies(sent, replies)
+        # canonical order (by logical client) before anything is computed from the replies
+        pairs, missing = canonical_replies(sent, replies)
         faults = RoundFaults(sent=len(sent) if sent else len(replies))
         for c in missing:
             faults.failed[c] = "no reply (timed out or disappeared)"
@@ -238,6 +225,10 @@ class ReplyValidator:
             lambda content: check_train_reply(content, reference, self.weighted_by_key, self.max_examples),
             log_faults,
         )
+
+    def split_query(self, what: str, sent: list[Message], replies: list[Message]) -> tuple[list[Message], RoundFaults]:
+        """The sound replies of a query whose records are summed (no error, everything finite) and the faults."""
+        return self._split(what, sent, replies, check_finite_reply)
 
     def split_gpse(self, sent: list[Message], replies: list[Message]) -> tuple[list[Message], RoundFaults]:
         """The sound GPSE replies (sketch shapes agreeing with the majority) and the faults."""

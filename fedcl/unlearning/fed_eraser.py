@@ -36,8 +36,16 @@ def weighted_update(updates: dict[int, tuple[State, int]]) -> State | None:
     total = sum(n for _, n in updates.values())
     if total <= 0:
         return None
-    keys_ = next(iter(updates.values()))[0].keys()
-    return {k: sum(u[k] * (n / total) for u, n in updates.values()) for k in keys_}  # type: ignore[misc]
+    order = sorted(updates)  # by client id, accumulated in float64: independent of the replies' order
+    keys_ = updates[order[0]][0].keys()
+    out = {}
+    for k in keys_:
+        acc = torch.zeros_like(updates[order[0]][0][k], dtype=torch.float64)
+        for c in order:
+            u, n = updates[c]
+            acc += u[k].double() * (n / total)
+        out[k] = acc.to(updates[order[0]][0][k].dtype)
+    return out
 
 
 class FedEraser(Unlearner):
