@@ -18,17 +18,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedcl.data.augment import check_augment, crop_flip
+from fedcl.data.base import DATASETS, _Base, _uint8_stats, load_base
 from fedcl.data.blurry import blur_parts, blurry_classes, check_blurry, client_proportions
-from fedcl.data.idx import load_idx_folder
 from fedcl.data.partition import SCHEMES, partition_labels
 from fedcl.data.slice_cache import SliceCache
-from fedcl.data.synthetic import make_synthetic
 from fedcl.errors import ConfigError
 
 SCENARIOS = ("class_incremental", "task_incremental", "domain_permuted")
-DATASETS = ("fashion_mnist", "mnist_format", "synthetic")
+FLWR_SCHEME = "flwr"  # stream.partition: flwr -> a flwr-datasets partitioner (fedcl/data/flwr_partition.py)
 # Tags keep the seed streams of different uses independent of each other.
-_TAG_CLASS_ORDER, _TAG_PERMUTATION, _TAG_PARTITION, _TAG_EVAL = 1, 2, 3, 4
+_TAG_CLASS_ORDER, _TAG_PERMUTATION, _TAG_PARTITION, _TAG_EVAL, _TAG_AUGMENT = 1, 2, 3, 4, 5
+__all__ = ["DATASETS", "SCENARIOS", "Stream", "Task", "build_stream", "_Base", "_uint8_stats"]
 
 
 def _rng(seed: int, *parts: int) -> np.random.Generator:
@@ -54,55 +55,6 @@ class Task:
     task_id: int
     classes: list[int]
     permutation: torch.Tensor | None = None
-
-
-@dataclass(frozen=True)
-class _Base:
-    """A loaded base dataset and how to normalise it."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    in_shape: tuple[int, ...]
-    num_classes: int
-    mean: float  # on the [0, 1] scale of uint8 images; 0 for float data
-    std: float
-
-
-def _uint8_stats(x: np.ndarray) -> tuple[float, float]:
-    """Mean and std of uint8 pixels on the [0, 1] scale, via a histogram (no float copy of the data)."""
-    counts = np.bincount(x.ravel(), minlength=256).astype(np.float64)
-    values = np.arange(256) / 255.0
-    mean = float((counts * values).sum() / counts.sum())
-    var = float((counts * (values - mean) ** 2).sum() / counts.sum())
-    return mean, max(var, 1e-12) ** 0.5
-
-
-@functools.lru_cache(maxsize=4)
-def _load_base(dataset: str, data_dir: str | None, synthetic_json: str) -> _Base:
-    """Load a base dataset once per process (key: dataset, folder, synthetic settings)."""
-    if dataset == "synthetic":
-        syn = json.loads(synthetic_json)
-        if not isinstance(syn, dict):
-            raise ConfigError("stream.synthetic", syn, "a mapping with num_classes, image_shape, ...")
-        try:
-            shape = tuple(int(s) for s in syn["image_shape"])
-            xtr, ytr, xte, yte = make_synthetic(
-                int(syn["num_classes"]), shape, int(syn["train_per_class"]), int(syn["test_per_class"]),
-                float(syn["noise"]), int(syn.get("seed", 0)),
-            )
-        except KeyError as exc:
-            raise ConfigError(
-                f"stream.synthetic.{exc.args[0]}", None, "required; see simulations/conf/stream/synthetic.yaml"
-            ) from exc
-        return _Base(xtr, ytr, xte, yte, shape, int(syn["num_classes"]), 0.0, 1.0)
-    if not isinstance(data_dir, str) or not data_dir:
-        raise ConfigError("stream.data_dir", data_dir, "a folder with the four MNIST-format IDX files")
-    xtr, ytr, xte, yte = load_idx_folder(data_dir)
-    mean, std = _uint8_stats(xtr)
-    num_classes = int(max(ytr.max(), yte.max())) + 1
-    return _Base(xtr, ytr, xte, yte, (1, *xtr.shape[1:]), num_classes, mean, std)
 
 
 class Stream:
@@ -155,6 +107,14 @@ class Stream:
         self.cache = SliceCache()
         # stream.blurry settings, blurry classes and per-client proportions (fedcl/data/blurry.py); None = off
         self.blurry: dict[str, Any] | None = None
+        # stream.augment (fedcl/data/augment.py): random crop / flip of client train data only; None = off
+        self.augment: dict[str, Any] | None = None
+        self.class_names = base.class_names
+        # per source x channel statistics; one source of one channel keeps the scalar arithmetic of before
+        self._scalar_norm = base.mean.shape == (1, 1)
+        self._mean = torch.as_tensor(np.asarray(base.mean), dtype=torch.float32)
+        self._std = torch.as_tensor(np.asarray(base.std), dtype=torch.float32)
+        self._class_source = None if base.class_source is None else torch.as_tensor(base.class_source)
 
     def _check_task(self, task_id: int) -> None:
         if not 0 <= task_id < len(self.tasks):
@@ -176,11 +136,24 @@ class Stream:
             raise ConfigError("client_id", client_id, f"an integer in [0, {self.num_clients - 1}]")
         return self._parts[task_id][client_id]
 
+    def _normalise(self, xt: torch.Tensor, y: np.ndarray) -> torch.Tensor:
+        """uint8 images to float32 ``(x / 255 - mean) / std``, per channel and per source of each label."""
+        if self._scalar_norm:
+            return (xt.float() / 255.0 - float(self._base.mean[0, 0])) / float(self._base.std[0, 0])
+        xt = xt.float().reshape(len(y), *self.in_shape) / 255.0
+        if self._class_source is None:
+            mean, std = self._mean[0], self._std[0]
+        else:
+            src = self._class_source[torch.from_numpy(np.asarray(y, dtype=np.int64))]
+            mean, std = self._mean[src], self._std[src]  # n x C
+        tail = (1,) * (len(self.in_shape) - 1)  # broadcast over height and width
+        return (xt - mean.reshape(*mean.shape, *tail)) / std.reshape(*std.shape, *tail)
+
     def _materialise(self, x: np.ndarray, y: np.ndarray, task_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised float32 inputs with the task's permutation, and int64 labels."""
         xt = torch.from_numpy(np.ascontiguousarray(x))
         if xt.dtype == torch.uint8:
-            xt = (xt.float() / 255.0 - self._base.mean) / self._base.std
+            xt = self._normalise(xt, y)
         else:
             xt = xt.float()
         xt = xt.reshape(len(y), -1)
@@ -193,9 +166,23 @@ class Stream:
         """A client's train labels of a task (no images materialised: plots, checks)."""
         return np.asarray(self._base.y_train[self.client_indices(task_id, client_id)], dtype=np.int64)
 
-    def client_data(self, task_id: int, client_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A client's train data of a task: x float32 ``[n, *in_shape]`` normalised, y int64 ``[n]``."""
+    def client_data(
+        self, task_id: int, client_id: int, server_round: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A client's train data of a task: x float32 ``[n, *in_shape]`` normalised, y int64 ``[n]``.
+
+        With ``stream.augment`` set and a ``server_round``, the images are
+        randomly cropped / flipped first (before normalisation, so padding is
+        black as in torchvision), seeded by (run seed, client, round, task):
+        every process draws the same augmentation for the same client and round.
+        Without ``server_round`` (GPSE, evaluation on own data, unlearning) the
+        data are never augmented.
+        """
         idx = self.client_indices(task_id, client_id)
+        if self.augment is not None and server_round is not None:
+            rng = _rng(self._seed, _TAG_AUGMENT, client_id, server_round, task_id)
+            x = crop_flip(np.asarray(self._base.x_train[idx]), rng, **self.augment)
+            return self._materialise(x, self._base.y_train[idx], task_id)
         return self.cache.get(("train", task_id, client_id),
                               lambda: self._materialise(self._base.x_train[idx], self._base.y_train[idx], task_id))
 
@@ -225,6 +212,8 @@ class Stream:
             "in_shape": list(self.in_shape),
             "multi_head": self.multi_head,
             "num_clients": self.num_clients,
+            **({"class_names": list(self.class_names)} if self.class_names is not None else {}),
+            **({"augment": dict(self.augment)} if self.augment is not None else {}),
             "tasks": [
                 {
                     "task_id": t.task_id,
@@ -286,8 +275,8 @@ def _make_tasks(cfg: dict[str, Any], base: _Base, seed: int) -> list[Task]:
 
 def _partition(cfg: dict[str, Any], labels: np.ndarray, num_clients: int, seed: int, task_id: int) -> list[np.ndarray]:
     scheme = _require(cfg, "partition")
-    if scheme not in SCHEMES:
-        raise ConfigError("stream.partition", scheme, f"one of {list(SCHEMES)}")
+    if scheme not in (*SCHEMES, FLWR_SCHEME):
+        raise ConfigError("stream.partition", scheme, f"one of {[*SCHEMES, FLWR_SCHEME]}")
     kwargs: dict[str, Any] = {}
     if scheme == "dirichlet":
         kwargs = {"alpha": float(_require(cfg, "alpha")),
@@ -295,23 +284,20 @@ def _partition(cfg: dict[str, Any], labels: np.ndarray, num_clients: int, seed: 
     elif scheme == "shards":
         kwargs = {"shards_per_client": int(_require(cfg, "shards_per_client"))}
     part_seed = int(np.random.SeedSequence([seed % 2**63, _TAG_PARTITION, task_id]).generate_state(1)[0])
+    if scheme == FLWR_SCHEME:
+        from fedcl.data.flwr_partition import flwr_partition
+
+        return flwr_partition(labels, num_clients, cfg.get("flwr_partitioner"), seed=part_seed)
     return partition_labels(labels, num_clients, scheme, seed=part_seed, **kwargs)
 
 
 @functools.lru_cache(maxsize=8)
 def _build_cached(cfg_json: str, num_clients: int, seed: int) -> Stream:
     cfg = json.loads(cfg_json)
-    dataset = _require(cfg, "dataset")
-    if dataset not in DATASETS:
-        raise ConfigError("stream.dataset", dataset, f"one of {list(DATASETS)}")
-    if dataset == "synthetic" and not isinstance(cfg.get("synthetic"), dict):
-        raise ConfigError(
-            "stream.synthetic", cfg.get("synthetic"), "a mapping; see simulations/conf/stream/synthetic.yaml"
-        )
-    synthetic_json = json.dumps(cfg.get("synthetic"), sort_keys=True) if dataset == "synthetic" else "null"
-    data_dir = None if dataset == "synthetic" else cfg.get("data_dir")
-    base = _load_base(dataset, data_dir, synthetic_json)
+    _require(cfg, "dataset")
+    base = load_base(cfg)
     tasks = _make_tasks(cfg, base, seed)
+    augment = check_augment(cfg.get("augment"), str(cfg["scenario"]), base.in_shape)
     blurry = check_blurry(cfg["blurry"], str(cfg["scenario"])) if cfg.get("blurry") else None
     if blurry is not None:  # Si-Blurry: random class counts per task; home classes define each test split
         homes, blurry_cls = blurry_classes([c for t in tasks for c in t.classes], len(tasks), blurry, seed)
@@ -333,6 +319,7 @@ def _build_cached(cfg_json: str, num_clients: int, seed: int) -> Stream:
     stream = Stream(str(cfg["scenario"]), tasks, num_clients, base, train_idx, test_idx, parts, seed)
     if blurry is not None and props is not None:
         stream.blurry = {**blurry, "blurry_classes": blurry_cls, "client_proportions": props.tolist()}
+    stream.augment = augment
     return stream
 
 

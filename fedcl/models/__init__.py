@@ -7,11 +7,15 @@ from typing import Any
 from torch import nn
 
 from fedcl.errors import ConfigError
+from fedcl.models.alexnet import AlexNet
 from fedcl.models.convnet import ConvNet
 from fedcl.models.heads import Heads
 from fedcl.models.mlp import MLP
+from fedcl.models.resnet18_reduced import ResNet18Reduced
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "convnet": ConvNet}
+MODELS: dict[str, type[nn.Module]] = {
+    "mlp": MLP, "convnet": ConvNet, "alexnet": AlexNet, "resnet18_reduced": ResNet18Reduced,
+}
 
 
 def build_model(
@@ -28,4 +32,4 @@ def build_model(
         raise ConfigError(f"model ({name})", params, f"unknown parameter: {exc}") from exc
 
 
-__all__ = ["MLP", "ConvNet", "Heads", "MODELS", "build_model"]
+__all__ = ["MLP", "AlexNet", "ConvNet", "Heads", "MODELS", "ResNet18Reduced", "build_model"]
