@@ -174,7 +174,9 @@ def read_cifar(root: str | Path, variant: str) -> ImageData:
         extra = {"coarse_train": np.concatenate([p[2] for p in parts if p[2] is not None]),
                  "coarse_test": c_test if c_test is not None else np.zeros(0, np.int64)}
         if "coarse_label_names" in meta:
-            notes.append("coarse classes: " + ", ".join(as_names(meta["coarse_label_names"])))
+            coarse = as_names(meta["coarse_label_names"])
+            more = ", ..." if len(coarse) > 5 else ""
+            notes.append(f"{len(coarse)} coarse classes: " + ", ".join(coarse[:5]) + more)
     data = ImageData(
         x_train=np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0],
         y_train=np.concatenate([p[1] for p in parts]),
