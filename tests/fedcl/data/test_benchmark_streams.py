@@ -101,8 +101,15 @@ def test_mini_imagenet_augmentation_client_only_and_seeded(tmp_path: Path) -> No
     # padding is black before normalisation: -mean/std in the normalised image
     black = -torch.tensor(cfg["normalize"]["mean"]) / torch.tensor(cfg["normalize"]["std"])
     assert any(torch.allclose(r3[i, :, 0, 0], black, atol=1e-5) for i in range(len(r3)))
-    # evaluation is never augmented
-    assert torch.equal(stream.eval_data(0)[0], stream.eval_data(0)[0])
+    # evaluation and round-less calls (GPSE) are never augmented: exactly the normalised base images
+    mean = torch.tensor(cfg["normalize"]["mean"]).reshape(3, 1, 1)
+    std = torch.tensor(cfg["normalize"]["std"]).reshape(3, 1, 1)
+    test_idx = stream.eval_indices(0)
+    want = (torch.from_numpy(np.asarray(stream._base.x_test[test_idx])).float() / 255.0 - mean) / std
+    assert torch.equal(stream.eval_data(0)[0], want)
+    train_want = (torch.from_numpy(np.asarray(stream._base.x_train[stream.client_indices(0, 1)])).float() / 255.0
+                  - mean) / std
+    assert torch.equal(plain, train_want)
     assert stream.describe()["augment"] == {"crop_padding": 4, "hflip": True}
 
 

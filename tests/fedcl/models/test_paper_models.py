@@ -61,6 +61,12 @@ def test_same_function_as_the_authors(i: int, authors: Callable[[], nn.Module], 
     # Assert: the same outputs for every task head (layer order, pooling, residuals, batch norms)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    # Execute / Assert: in training mode too, dropout masks drawn in the same order on the same shapes
+    last = SETUPS[i].tasks - 1
+    torch.manual_seed(7)
+    want_train = theirs.train()(x)[last]
+    torch.manual_seed(7)
+    torch.testing.assert_close(ours.train()(x, task_id=last), want_train, rtol=1e-5, atol=1e-5)
 
 
 def test_parameter_counts_pinned() -> None:
