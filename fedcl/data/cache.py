@@ -32,9 +32,11 @@ _DONE = "arrays.json"
 def fingerprint(files: Iterable[Path], root: Path, **options: Any) -> str:
     """Hash of the files (relative path, size, mtime) and the options that shape the arrays."""
     digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode())
-    for f in sorted(files):
-        st = f.stat()
-        digest.update(f"{f.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    prefix = str(root).rstrip("/") + "/"
+    for f in sorted(map(str, files)):  # strings, not pathlib: this runs on every load, in every process
+        st = os.stat(f)
+        rel = f[len(prefix):] if f.startswith(prefix) else f
+        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:20]
 
 

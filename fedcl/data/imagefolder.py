@@ -28,8 +28,13 @@ READER_VERSION = 1  # bump when decoding changes: old caches then no longer matc
 
 
 def image_files(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (any depth), sorted; suffixes compared case-insensitively."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """Image files under ``folder`` (any depth, hidden folders skipped), sorted; suffixes case-insensitive."""
+    found: list[str] = []
+    # os.walk on strings: pathlib's rglob costs ~40 us a file, which every process would pay on 100,000 files
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [os.path.join(dirpath, n) for n in filenames if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES]
+    return [Path(p) for p in sorted(found)]
 
 
 def class_folders(split_dir: Path) -> list[str]:
