@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from fedcl.config import compose
 from simulations.launch import PROJECT_ROOT
 from simulations.run import run
-from tests.conftest import synthetic_overrides
+from tests.conftest import FMNIST_DIR, synthetic_overrides
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -67,6 +68,10 @@ def _kill_all(pids: set[int]) -> None:
                 os.kill(p, sig)
             except ProcessLookupError:
                 pass
+
+
+def _accs(run_dir: Path) -> list[dict[str, float]]:
+    return [json.loads(x)["acc_per_task"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def _env(marker_dir: str) -> dict[str, str]:
@@ -122,3 +127,49 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     finally:
         leftovers = _marked(marker) | ({proc.pid} if proc.poll() is None else set())
         _kill_all(leftovers)
+
+
+@pytest.mark.skipif(not FMNIST_DIR.exists(), reason="Fashion-MNIST not installed")
+def test_run_killed_mid_task_resumes_bit_exact_with_fot_and_replay(tmp_path: Path) -> None:
+    # Prepare: FOT (server state: bases) + ER (client state: buffers) on Fashion-MNIST, a checkpoint every round
+    overrides = ["experiment=smoke", "strategy=fot", "method=er", "federation.rounds_per_task=3",
+                 "checkpoint.every_rounds=1", "quiet=true", "output.plots=false"]
+    ref = run(compose(overrides), tmp_path / "ref")
+    marker_dir = tempfile.mkdtemp(prefix="fr", dir="/tmp")
+    marker = f"RAY_TMPDIR={marker_dir}".encode()
+    env = _env(marker_dir)
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "simulations.run", *overrides, f"output.dir={run_dir}"],
+                            cwd=PROJECT_ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Execute 1: SIGKILL everything right after the first checkpoint (round 1: the middle of task 0)
+        deadline = time.monotonic() + 300
+        while not (run_dir / "checkpoints" / "latest").exists():
+            assert proc.poll() is None, "the run exited before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.01)
+        _kill_all({proc.pid} | _descendants(proc.pid) | _marked(marker))
+        proc.wait(timeout=30)
+        for _ in range(50):
+            if not _marked(marker):
+                break
+            _kill_all(_marked(marker))
+            time.sleep(0.2)
+        killed_at = int((run_dir / "checkpoints" / "latest").read_text().split("-")[1].split(".")[0])
+        assert killed_at % 3 != 0, f"killed at round {killed_at}, a task boundary: not mid-task"
+        # Execute 2: resume in a new launcher process, through Flower
+        res = subprocess.run([sys.executable, "-m", "simulations.run", f"resume={run_dir}"], cwd=PROJECT_ROOT,
+                             env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        # Assert: the uninterrupted run's numbers, bit for bit, and the same bases
+        resumed = json.loads((run_dir / "summary.json").read_text())
+        assert resumed["resumed_from_round"] == killed_at
+        for key in EXACT:
+            assert resumed[key] == ref[key], key
+        assert _accs(run_dir) == _accs(tmp_path / "ref")
+        bases = torch.load(run_dir / "final.pt", weights_only=False)["strategy"]["fot"]["bases"]
+        ref_bases = torch.load(tmp_path / "ref" / "final.pt", weights_only=False)["strategy"]["fot"]["bases"]
+        assert bases.keys() == ref_bases.keys() and all((bases[k] == ref_bases[k]).all() for k in bases)
+    finally:
+        _kill_all(_marked(marker) | ({proc.pid} if proc.poll() is None else set()))
