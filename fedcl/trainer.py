@@ -10,9 +10,6 @@ from torch.nn import functional as F
 
 from fedcl.errors import ConfigError
 from fedcl.methods.base import CLMethod, TaskContext
-from fedcl.seeding import derive_seed
-
-__all__ = ["TrainConfig", "TrainResult", "derive_seed", "evaluate", "pick_device", "task_logits", "train_local"]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -44,12 +41,12 @@ class TrainConfig:
         FedProx proximal coefficient (0 disables the term).
     """
 
-    lr: float = 0.01
-    local_epochs: int = 1
-    batch_size: int = 64
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    proximal_mu: float = 0.0
+    lr: float
+    local_epochs: int
+    batch_size: int
+    momentum: float
+    weight_decay: float
+    proximal_mu: float
 
 
 @dataclass

@@ -11,29 +11,21 @@ evaluation slice is materialised, which keeps a process at ~50 MB for Fashion-MN
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from fedcl.config.schema import Stream as StreamConfig
+from fedcl.config.schema import Synthetic
 from fedcl.data.blurry import blur_parts, blurry_classes, check_blurry, client_proportions
 from fedcl.data.idx import load_idx_folder
-from fedcl.data.partition import SCHEMES, partition_labels
+from fedcl.data.partition import partition_labels
 from fedcl.data.slice_cache import SliceCache
 from fedcl.data.synthetic import make_synthetic
 from fedcl.errors import ConfigError
-
-SCENARIOS = ("class_incremental", "task_incremental", "domain_permuted")
-DATASETS = ("fashion_mnist", "mnist_format", "synthetic")
-# Tags keep the seed streams of different uses independent of each other.
-_TAG_CLASS_ORDER, _TAG_PERMUTATION, _TAG_PARTITION, _TAG_EVAL = 1, 2, 3, 4
-
-
-def _rng(seed: int, *parts: int) -> np.random.Generator:
-    """A generator seeded by (seed, parts...): independent streams per use and task."""
-    return np.random.default_rng([seed % 2**63, *parts])
+from fedcl.seeding import TAG_CLASS_ORDER, TAG_EVAL, TAG_PARTITION, TAG_PERMUTATION, numpy_rng, seed_int
 
 
 @dataclass
@@ -83,20 +75,11 @@ def _uint8_stats(x: np.ndarray) -> tuple[float, float]:
 def _load_base(dataset: str, data_dir: str | None, synthetic_json: str) -> _Base:
     """Load a base dataset once per process (key: dataset, folder, synthetic settings)."""
     if dataset == "synthetic":
-        syn = json.loads(synthetic_json)
-        if not isinstance(syn, dict):
-            raise ConfigError("stream.synthetic", syn, "a mapping with num_classes, image_shape, ...")
-        try:
-            shape = tuple(int(s) for s in syn["image_shape"])
-            xtr, ytr, xte, yte = make_synthetic(
-                int(syn["num_classes"]), shape, int(syn["train_per_class"]), int(syn["test_per_class"]),
-                float(syn["noise"]), int(syn.get("seed", 0)),
-            )
-        except KeyError as exc:
-            raise ConfigError(
-                f"stream.synthetic.{exc.args[0]}", None, "required; see simulations/conf/stream/synthetic.yaml"
-            ) from exc
-        return _Base(xtr, ytr, xte, yte, shape, int(syn["num_classes"]), 0.0, 1.0)
+        syn = Synthetic.model_validate_json(synthetic_json)
+        shape = tuple(syn.image_shape)
+        xtr, ytr, xte, yte = make_synthetic(syn.num_classes, shape, syn.train_per_class, syn.test_per_class,
+                                            syn.noise, syn.seed)
+        return _Base(xtr, ytr, xte, yte, shape, syn.num_classes, 0.0, 1.0)
     if not isinstance(data_dir, str) or not data_dir:
         raise ConfigError("stream.data_dir", data_dir, "a folder with the four MNIST-format IDX files")
     xtr, ytr, xte, yte = load_idx_folder(data_dir)
@@ -207,7 +190,7 @@ class Stream:
         if subset_size < 1:
             raise ConfigError("eval.subset_size", subset_size, "null (full test split) or an integer >= 1")
         # seeded by (run seed, task) only: every round, process and client evaluates the same samples
-        pick = _rng(self._seed, _TAG_EVAL, task_id).choice(len(idx), size=subset_size, replace=False)
+        pick = numpy_rng(self._seed, TAG_EVAL, task_id).choice(len(idx), size=subset_size, replace=False)
         return idx[np.sort(pick)]
 
     def eval_data(self, task_id: int, subset_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,17 +222,11 @@ class Stream:
         }
 
 
-def _require(cfg: dict[str, Any], key: str) -> Any:
-    if key not in cfg:
-        raise ConfigError(f"stream.{key}", None, "required; see simulations/conf/stream/split_fmnist.yaml")
-    return cfg[key]
-
-
 def _class_order(spec: Any, num_classes: int, seed: int) -> list[int]:
     if spec is None:
         return list(range(num_classes))
     if spec == "shuffle":
-        return [int(c) for c in _rng(seed, _TAG_CLASS_ORDER).permutation(num_classes)]
+        return [int(c) for c in numpy_rng(seed, TAG_CLASS_ORDER).permutation(num_classes)]
     if (
         isinstance(spec, (list, tuple))
         and all(isinstance(c, int) and not isinstance(c, bool) for c in spec)
@@ -261,17 +238,13 @@ def _class_order(spec: Any, num_classes: int, seed: int) -> list[int]:
     )
 
 
-def _make_tasks(cfg: dict[str, Any], base: _Base, seed: int) -> list[Task]:
-    scenario, num_tasks = _require(cfg, "scenario"), _require(cfg, "num_tasks")
-    if scenario not in SCENARIOS:
-        raise ConfigError("stream.scenario", scenario, f"one of {list(SCENARIOS)}")
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ConfigError("stream.num_tasks", num_tasks, "an integer >= 1")
+def _make_tasks(cfg: StreamConfig, base: _Base, seed: int) -> list[Task]:
+    scenario, num_tasks = cfg.scenario, cfg.num_tasks
     if scenario == "domain_permuted":
         classes = list(range(base.num_classes))
         num_pixels = int(np.prod(base.in_shape))
         perms: list[torch.Tensor | None] = [None] + [
-            torch.from_numpy(_rng(seed, _TAG_PERMUTATION, t).permutation(num_pixels).astype(np.int64))
+            torch.from_numpy(numpy_rng(seed, TAG_PERMUTATION, t).permutation(num_pixels).astype(np.int64))
             for t in range(1, num_tasks)
         ]
         return [Task(t, list(classes), perms[t]) for t in range(num_tasks)]
@@ -280,39 +253,30 @@ def _make_tasks(cfg: dict[str, Any], base: _Base, seed: int) -> list[Task]:
             "stream.num_tasks", num_tasks,
             f"at most {base.num_classes} (the dataset's classes) for {scenario}; every task needs a class",
         )
-    order = _class_order(cfg.get("class_order"), base.num_classes, seed)
+    order = _class_order(cfg.class_order, base.num_classes, seed)
     return [Task(t, [int(c) for c in chunk]) for t, chunk in enumerate(np.array_split(order, num_tasks))]
 
 
-def _partition(cfg: dict[str, Any], labels: np.ndarray, num_clients: int, seed: int, task_id: int) -> list[np.ndarray]:
-    scheme = _require(cfg, "partition")
-    if scheme not in SCHEMES:
-        raise ConfigError("stream.partition", scheme, f"one of {list(SCHEMES)}")
+def _partition(cfg: StreamConfig, labels: np.ndarray, num_clients: int, seed: int, task_id: int) -> list[np.ndarray]:
+    scheme = cfg.partition
     kwargs: dict[str, Any] = {}
     if scheme == "dirichlet":
-        kwargs = {"alpha": float(_require(cfg, "alpha")),
-                  "min_samples": int(cfg.get("min_samples_per_client") or 1)}
+        kwargs = {"alpha": cfg.alpha, "min_samples": max(cfg.min_samples_per_client, 1)}
     elif scheme == "shards":
-        kwargs = {"shards_per_client": int(_require(cfg, "shards_per_client"))}
-    part_seed = int(np.random.SeedSequence([seed % 2**63, _TAG_PARTITION, task_id]).generate_state(1)[0])
+        kwargs = {"shards_per_client": cfg.shards_per_client}
+    part_seed = seed_int(seed, TAG_PARTITION, task_id)
     return partition_labels(labels, num_clients, scheme, seed=part_seed, **kwargs)
 
 
 @functools.lru_cache(maxsize=8)
 def _build_cached(cfg_json: str, num_clients: int, seed: int) -> Stream:
-    cfg = json.loads(cfg_json)
-    dataset = _require(cfg, "dataset")
-    if dataset not in DATASETS:
-        raise ConfigError("stream.dataset", dataset, f"one of {list(DATASETS)}")
-    if dataset == "synthetic" and not isinstance(cfg.get("synthetic"), dict):
-        raise ConfigError(
-            "stream.synthetic", cfg.get("synthetic"), "a mapping; see simulations/conf/stream/synthetic.yaml"
-        )
-    synthetic_json = json.dumps(cfg.get("synthetic"), sort_keys=True) if dataset == "synthetic" else "null"
-    data_dir = None if dataset == "synthetic" else cfg.get("data_dir")
+    cfg = StreamConfig.model_validate_json(cfg_json)
+    dataset = cfg.dataset
+    synthetic_json = cfg.synthetic.model_dump_json() if cfg.synthetic is not None else "null"
+    data_dir = None if dataset == "synthetic" else cfg.data_dir
     base = _load_base(dataset, data_dir, synthetic_json)
     tasks = _make_tasks(cfg, base, seed)
-    blurry = check_blurry(cfg["blurry"], str(cfg["scenario"])) if cfg.get("blurry") else None
+    blurry = check_blurry(cfg.blurry, cfg.scenario) if cfg.blurry else None
     if blurry is not None:  # Si-Blurry: random class counts per task; home classes define each test split
         homes, blurry_cls = blurry_classes([c for t in tasks for c in t.classes], len(tasks), blurry, seed)
         tasks = [Task(t, cls) for t, cls in enumerate(homes)]
@@ -330,19 +294,19 @@ def _build_cached(cfg_json: str, num_clients: int, seed: int) -> Stream:
         props = client_proportions(num_clients, blurry, seed)
         parts = blur_parts(parts, base.y_train, blurry_cls, props, seed)
         train_idx = [np.sort(np.concatenate(row)) for row in parts]
-    stream = Stream(str(cfg["scenario"]), tasks, num_clients, base, train_idx, test_idx, parts, seed)
+    stream = Stream(cfg.scenario, tasks, num_clients, base, train_idx, test_idx, parts, seed)
     if blurry is not None and props is not None:
         stream.blurry = {**blurry, "blurry_classes": blurry_cls, "client_proportions": props.tolist()}
     return stream
 
 
-def build_stream(stream_cfg: dict[str, Any], num_clients: int, seed: int) -> Stream:
+def build_stream(stream_cfg: StreamConfig, num_clients: int, seed: int) -> Stream:
     """Build (or fetch from the per-process cache) the task stream of a run.
 
     Parameters
     ----------
-    stream_cfg : dict
-        The ``stream`` config group (see ``simulations/conf/stream``).
+    stream_cfg : StreamConfig
+        The ``stream`` config section (see ``simulations/conf/stream``).
     num_clients : int
         Number of logical clients every task's train split is partitioned over.
     seed : int
@@ -360,5 +324,5 @@ def build_stream(stream_cfg: dict[str, Any], num_clients: int, seed: int) -> Str
     DataError
         Missing or corrupt data files.
     """
-    # json of the config is the cache key: dicts are unhashable, and equal configs give equal strings
-    return _build_cached(json.dumps(stream_cfg, sort_keys=True, default=str), num_clients, seed)
+    # json of the config is the cache key: equal configs give equal strings
+    return _build_cached(stream_cfg.model_dump_json(), num_clients, seed)

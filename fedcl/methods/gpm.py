@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from fedcl import subspace
+import fedcl.subspace as subspace
 from fedcl.methods.base import CLMethod, TaskContext
 
 

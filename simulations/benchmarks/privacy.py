@@ -87,7 +87,7 @@ def protocol_overhead(num_params: int, clients: int, repeats: int = 3) -> dict[s
     from flwr.clientapp import ClientApp
     from flwr.supercore.task_identity import TaskIdentity
 
-    from fedcl import keys
+    import fedcl.keys as keys
     from fedcl.config import compose, to_json
     from fedcl.privacy.client_mod import privacy_mod
     from fedcl.privacy.secagg import SecAggPlusGrid

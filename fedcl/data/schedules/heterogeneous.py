@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from fedcl.data.schedules.base import TAG_ORDER, TAG_SUBSET, schedule_rng
 from fedcl.data.schedules.offsets import OffsetSchedule
 from fedcl.errors import ConfigError
+from fedcl.seeding import TAG_ORDER, TAG_SUBSET, numpy_rng
 
 ORDERS = ("same", "shuffled")
 
@@ -29,7 +29,7 @@ class HeterogeneousSchedule(OffsetSchedule):
     Parameters
     ----------
     num_tasks, rounds_per_task, num_clients, seed : int
-        As for :class:`ClientSchedule`.
+        As for :class:`~fedcl.data.schedules.base.Schedule`.
     order : str, default "shuffled"
         ``shuffled`` (per-client permutation) or ``same``.
     task_fraction_per_client : float, default 1.0
@@ -76,14 +76,14 @@ class HeterogeneousSchedule(OffsetSchedule):
             raise ConfigError("schedule.task_fraction_per_client", f,
                               f">= {num_tasks / num_clients:.3g}: {num_clients} clients x {k} tasks cannot "
                               f"cover {num_tasks} tasks")
-        subsets = [np.sort(schedule_rng(self.seed, TAG_SUBSET, c).choice(num_tasks, size=k, replace=False))
+        subsets = [np.sort(numpy_rng(self.seed, TAG_SUBSET, c).choice(num_tasks, size=k, replace=False))
                    for c in range(num_clients)]
-        subsets = _cover_all(subsets, num_tasks, schedule_rng(self.seed, TAG_SUBSET, num_clients, 1))
+        subsets = _cover_all(subsets, num_tasks, numpy_rng(self.seed, TAG_SUBSET, num_clients, 1))
         self.orders = []
         for c, sub in enumerate(subsets):
             seq = [int(t) for t in np.sort(sub)]
             if order == "shuffled":
-                seq = [int(t) for t in schedule_rng(self.seed, TAG_ORDER, c).permutation(seq)]
+                seq = [int(t) for t in numpy_rng(self.seed, TAG_ORDER, c).permutation(seq)]
             self.orders.append(seq)
         self.task_fraction_per_client = float(f)
 

@@ -1,6 +1,6 @@
 """One training round with retries: send, collect, and check that enough clients answered.
 
-The round loop of :mod:`strategies.server_app` calls :func:`send_train_round`
+The round loop (:mod:`strategies.server.loop`) calls :func:`send_train_round`
 instead of ``configure_train`` + ``send_and_receive``. A round whose sound replies
 (see :mod:`strategies.validation`) are fewer than ``federation.min_replies`` is
 sent again, up to ``federation.round_retries`` times, with ``attempt`` in each
@@ -13,22 +13,17 @@ last sound state.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
-from fedcl import keys
+import fedcl.keys as keys
+from fedcl.config.schema import Federation
 from fedcl.errors import RoundError
 from strategies.aggregation import in_canonical_order
+from strategies.fedavg import FCLFedAvg
 
 log = logging.getLogger("fedcl")
-
-
-def round_timeout(cfg: dict[str, Any]) -> float:
-    """Seconds to wait for a round's replies: ``federation.round_timeout_s``, else ``backend.timeout_s``."""
-    t = cfg["federation"].get("round_timeout_s")
-    return float(t) if t is not None else float(cfg["backend"].get("timeout_s", 3600))
 
 
 def stamp_attempt(messages: list[Message], attempt: int) -> None:
@@ -40,22 +35,23 @@ def stamp_attempt(messages: list[Message], attempt: int) -> None:
 
 
 def send_train_round(
-    strategy: Any, grid: Grid, server_round: int, arrays: ArrayRecord, cfg: dict[str, Any]
+    strategy: FCLFedAvg, grid: Grid, server_round: int, arrays: ArrayRecord, fed: Federation
 ) -> tuple[list[Message], list[Message], int]:
     """Send round ``server_round`` until enough sound replies come back.
 
     Parameters
     ----------
     strategy : FCLFedAvg
-        The strategy (``configure_train``, ``validator``, ``sent_messages``, ``round_arrays``).
+        The strategy (``configure_train``, ``validator``, ``sent_messages``, ``round_arrays``,
+        ``reply_timeout_s``).
     grid : Grid
         Flower's grid.
     server_round : int
         The round.
     arrays : ArrayRecord
         The global model.
-    cfg : dict
-        The resolved config (``federation.min_replies``, ``round_retries``, ``round_timeout_s``).
+    fed : Federation
+        ``federation`` (``min_replies``, ``round_retries``).
 
     Returns
     -------
@@ -67,10 +63,7 @@ def send_train_round(
     RoundError
         Fewer than ``min_replies`` sound replies after ``round_retries`` retries.
     """
-    fed = cfg["federation"]
-    retries = int(fed.get("round_retries", 1))
-    timeout = round_timeout(cfg)
-    strategy.reply_timeout = timeout  # FOT's GPSE query waits as long as a round
+    retries = fed.round_retries
     messages: list[Message] = []
     replies: list[Message] = []
     good, need, faults_text = 0, 1, ""
@@ -80,16 +73,12 @@ def send_train_round(
             return messages, [], attempt + 1
         stamp_attempt(messages, attempt)
         # canonical order (by logical client): everything computed from the replies is order-independent
-        replies = in_canonical_order(messages, grid.send_and_receive(messages, timeout=timeout))
-        need = min(int(fed.get("min_replies", 1)), len(messages))
-        validator = getattr(strategy, "validator", None)
-        if validator is None:  # a strategy without validation: count replies without errors
-            good = sum(1 for r in replies if not r.has_error())
-            faults_text = ""
-        else:
-            _, faults = validator.split_train(strategy.sent_messages, replies, strategy.round_arrays, log_faults=False)
-            good = faults.num_valid
-            faults_text = "; ".join(f"client {c}: {r}" for c, r in sorted({**faults.failed, **faults.rejected}.items()))
+        replies = in_canonical_order(messages, grid.send_and_receive(messages, timeout=strategy.reply_timeout_s))
+        need = min(fed.min_replies, len(messages))
+        _, faults = strategy.validator.split_train(strategy.sent_messages, replies, strategy.round_arrays,
+                                                   log_faults=False)
+        good = faults.num_valid
+        faults_text = "; ".join(f"client {c}: {r}" for c, r in sorted({**faults.failed, **faults.rejected}.items()))
         if good >= need:
             return messages, replies, attempt + 1
         log.warning("round %d try %d: %d sound replies < federation.min_replies=%d (%s)",

@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from flwr.app import Context, Message
 from torch import nn
 
-from fedcl import keys
+import fedcl.keys as keys
+from fedcl.client.instruction import Instruction, workspace
+from fedcl.config.schema import FOTStrategy
+from fedcl.fot import protocol
+from fedcl.seeding import torch_generator
 from fedcl.subspace import empty_basis, layer_inputs, projectable_layers, residual, sketch
 
 
@@ -56,6 +61,31 @@ def gpse_statistics(
         norm_a = float(torch.linalg.norm(A))
         ratio = float(torch.linalg.norm(R)) / norm_a if norm_a > 0 else 0.0
         sketches[name] = sketch(R, int(sketch_factor) * d, generator).numpy()
-        stats[f"{name}/ratio-weighted"] = n * ratio
+        stats[f"{name}{protocol.RATIO_SUFFIX}"] = n * ratio
         del A, R
     return sketches, stats
+
+
+def handle(msg: Message, context: Context, instr: Instruction) -> Message:
+    """The ``query.gpse`` handler: this client's sketches and ratios under the final global model of a task.
+
+    The server only ever needs their sums, so the reply can go through secure aggregation.
+    """
+    ws = workspace(instr, msg)
+    x, _ = ws.stream.client_data(instr.task_id, instr.client_id)
+    fot = instr.cfg.strategy
+    assert isinstance(fot, FOTStrategy), "a GPSE query under a strategy other than FOT"
+    sketches, stats = gpse_statistics(
+        ws.model,
+        x.to(ws.device),
+        protocol.query_bases(msg),
+        sketch_factor=fot.sketch_factor,
+        max_samples=fot.gpse_max_samples,
+        # Omega_i is private to the client: the server never learns it
+        generator=torch_generator(instr.seed, "omega", instr.client_id, instr.task_id),
+        batch_size=256,
+        task_id=instr.task_id,
+    )
+    n = stats.pop(keys.NUM_EXAMPLES)
+    ratios = {k[: -len(protocol.RATIO_SUFFIX)]: v for k, v in stats.items()}
+    return protocol.gpse_reply(msg, sketches, ratios, n)

@@ -12,7 +12,10 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
+from fedcl.config import Config
 from fedcl.errors import ConfigError
+from fedcl.hooks import RoundHook
+from fedcl.metrics import Tracker
 
 
 class RoundSink(Protocol):
@@ -105,38 +108,42 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-class RoundLoggers:
-    """Every enabled tracker of a run, fed through one :meth:`log` call per round.
+class RoundLoggers(RoundHook):
+    """Every enabled tracker of a run, fed one row per round (a round hook).
 
     Parameters
     ----------
-    cfg : dict
-        The resolved config (``logging`` block: ``tensorboard``, ``wandb``, ``mlflow``, ``project``).
+    cfg : Config
+        The run config (``logging``: ``tensorboard``, ``wandb``, ``mlflow``, ``project``).
     run_dir : Path
         The run folder (TensorBoard writes ``<run_dir>/tensorboard``).
+    tracker : Tracker
+        The run's tracker (the forgetting so far, logged with every row).
     """
 
-    def __init__(self, cfg: dict[str, Any], run_dir: Path) -> None:
-        block = dict(cfg.get("logging") or {})
-        project = str(block.get("project") or "fedcl")
-        self.sinks: list[RoundSink] = []
-        if block.get("tensorboard"):
-            self.sinks.append(_TensorBoard(run_dir / "tensorboard"))
-        if block.get("wandb"):
-            self.sinks.append(_WandB(run_dir, cfg, project))
-        if block.get("mlflow"):
-            self.sinks.append(_MLflow(run_dir, cfg, project))
+    name = "loggers"
 
-    def log(self, row: dict[str, Any], forgetting_so_far: float | None) -> None:
+    def __init__(self, cfg: Config, run_dir: Path, tracker: Tracker) -> None:
+        block = cfg.logging
+        self.tracker = tracker
+        self.sinks: list[RoundSink] = []
+        if block.tensorboard:
+            self.sinks.append(_TensorBoard(run_dir / "tensorboard"))
+        if block.wandb:
+            self.sinks.append(_WandB(run_dir, cfg.dump(), block.project))
+        if block.mlflow:
+            self.sinks.append(_MLflow(run_dir, cfg.dump(), block.project))
+
+    def on_row(self, server_round: int, row: dict[str, Any], ended: list[int]) -> None:
         """Send one round's scalars (step = server round) to every tracker."""
         if not self.sinks:
             return
-        scalars = round_scalars(row, forgetting_so_far)
+        scalars = round_scalars(row, self.tracker.forgetting_so_far())
         for sink in self.sinks:
             sink.log(int(row["round"]), scalars)
 
     def close(self) -> None:
-        """Flush and close every tracker."""
+        """Flush and close every tracker (also when the run stops on an error)."""
         for sink in self.sinks:
             sink.close()
         self.sinks = []
