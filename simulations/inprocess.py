@@ -12,13 +12,14 @@ stays the default (``backend=local``) for runs that need parallel clients or a c
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
@@ -41,18 +42,21 @@ class InProcessGrid(Grid):
     client_threads : int | None, default None
         Torch threads while a client works (a Ray actor has ``floor(backend.client_num_cpus)``:
         the same count gives the same float sums, so the same numbers); ``None`` = unchanged.
+    node_configs : dict[int, dict] | None, default None
+        Node id -> node config, replacing the ``num_nodes`` simulation-like nodes (deployment tests).
     """
 
-    def __init__(self, num_nodes: int, client_threads: int | None = None) -> None:
+    def __init__(self, num_nodes: int = 1, client_threads: int | None = None,
+                 node_configs: dict[int, dict[str, Any]] | None = None) -> None:
         self.client_threads = client_threads
         # Message() reads the sender's identity from TaskIdentity outside a running app
         TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
-        self.nodes = list(range(1, num_nodes + 1))
-        self.contexts = {
-            n: Context(run_id=1, node_id=n, node_config={keys.PARTITION_ID: n - 1, keys.NUM_PARTITIONS: num_nodes},
-                       state=RecordDict(), run_config={})
-            for n in self.nodes
-        }
+        if node_configs is None:
+            node_configs = {n: {keys.PARTITION_ID: n - 1, keys.NUM_PARTITIONS: num_nodes}
+                            for n in range(1, num_nodes + 1)}
+        self.nodes = list(node_configs)
+        self.contexts = {n: Context(run_id=1, node_id=n, node_config=dict(nc), state=RecordDict(), run_config={})
+                         for n, nc in node_configs.items()}
         self._replies: dict[str, Message] = {}
         self._next_id = 0
         self._run: Run | None = None
@@ -80,7 +84,9 @@ class InProcessGrid(Grid):
             self._next_id += 1
             msg.metadata.__dict__["_message_id"] = f"inprocess-{self._next_id}"
             ids.append(msg.metadata.message_id)
-            self._replies[msg.metadata.message_id] = self._serve(msg)
+            reply = self.serve(msg)
+            if reply is not None:
+                self._replies[msg.metadata.message_id] = reply
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
@@ -89,12 +95,17 @@ class InProcessGrid(Grid):
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         return self.pull_messages(list(self.push_messages(messages)))
 
-    def _serve(self, msg: Message) -> Message:
-        """The ClientApp's reply; an exception becomes Flower's error reply, as on a SuperNode."""
+    def serve(self, msg: Message) -> Message | None:
+        """The ClientApp's reply; an exception becomes Flower's error reply, as on a SuperNode.
+
+        Subclasses (tests, drills) may return ``None``: the reply is lost, as with a node that vanished.
+        """
         node = msg.metadata.dst_node_id
-        # each node gets its own RecordDict, as deserialisation would give it (mods add and remove records)
-        delivered = Message(content=RecordDict(dict(msg.content.items())), message_type=msg.metadata.message_type,
-                            dst_node_id=node, group_id=msg.metadata.group_id)
+        # each node gets its own records, as deserialisation would give it (mods add, remove and pop keys);
+        # ArrayRecords are shared, read-only by every handler and mod (they copy what they change)
+        content = RecordDict({k: v if isinstance(v, ArrayRecord) else copy.deepcopy(v) for k, v in msg.content.items()})
+        delivered = Message(content=content, message_type=msg.metadata.message_type, dst_node_id=node,
+                            group_id=msg.metadata.group_id)
         delivered.metadata.__dict__["_message_id"] = msg.metadata.message_id
         threads = torch.get_num_threads()
         if self.client_threads is not None:

@@ -20,13 +20,14 @@ from typing import Any, cast
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
 
 import fedcl.keys as keys
 from fedcl.config.schema import SecAgg
 from fedcl.errors import ConfigError
 from fedcl.hooks import RoundHook
 from fedcl.privacy.secagg_protocol import LAYOUT, MAX_WEIGHT, SECURED_TYPES, per_reply, unvectorize
-from strategies.server.grid import RunGrid
+from strategies.server.grid import GridWrapper
 
 log = logging.getLogger("fedcl")
 
@@ -81,7 +82,7 @@ class _WorkflowContext:
         self.client_manager = _Nodes(len(nodes))
 
 
-class SecAggPlusGrid(RunGrid, RoundHook):
+class SecAggPlusGrid(GridWrapper, RoundHook):
     """A grid whose ``send_and_receive`` runs SecAgg+ for ``train``, ``query.gpse`` and ``query.unlearn``.
 
     Everything else (node ids, other queries) goes to the wrapped grid unchanged, so the
@@ -91,7 +92,7 @@ class SecAggPlusGrid(RunGrid, RoundHook):
 
     Parameters
     ----------
-    grid : RunGrid
+    grid : Grid
         The run's grid.
     secagg : SecAgg
         ``privacy.secagg``.
@@ -102,10 +103,10 @@ class SecAggPlusGrid(RunGrid, RoundHook):
 
     name = "secagg"
 
-    def __init__(self, grid: RunGrid, secagg: SecAgg, max_examples: int) -> None:
+    def __init__(self, grid: Grid, secagg: SecAgg, max_examples: int) -> None:
         from flwr.server.workflow import SecAggPlusWorkflow
 
-        super().__init__(grid, grid.pull_interval_s)
+        super().__init__(grid)
         self.secagg = secagg
         self.max_weight = float(secagg.max_weight or max_examples)
         self.workflow = SecAggPlusWorkflow(
@@ -135,7 +136,7 @@ class SecAggPlusGrid(RunGrid, RoundHook):
         messages = list(messages)
         types = {m.metadata.message_type for m in messages}
         if not messages or not types <= SECURED_TYPES:
-            return self.inner.send_and_receive(messages, timeout=timeout)  # type: ignore[return-value]
+            return list(self.inner.send_and_receive(messages, timeout=timeout))
         return self._secure(messages)
 
     def _secure(self, messages: list[Message]) -> list[Message]:

@@ -32,11 +32,12 @@ app = ServerApp()
 
 def load_config(run_config: dict[str, Any]) -> Config:
     """The resolved experiment config named by the run config (a resumed run: the killed run's own)."""
-    path = str(run_config.get("config-file", "") or "")
+    # every key below is declared in [tool.flwr.app.config] (pyproject.toml): Flower always passes it
+    path = str(run_config["config-file"])
     if path:
         cfg = load(path)
     else:
-        cfg = compose(run_config_overrides(run_config), str(run_config.get("experiment", "") or "") or None)
+        cfg = compose(run_config_overrides(run_config), str(run_config["experiment"]) or None)
     if cfg.resume:
         cfg = validate(load_run_config(Path(cfg.resume)))
     return cfg
@@ -44,7 +45,7 @@ def load_config(run_config: dict[str, Any]) -> Config:
 
 def resolve_run_dir(cfg: Config, run_config: dict[str, Any]) -> Path:
     """``run-dir`` from the run config, else ``resume``, else ``output.dir``, else ``runs/<timestamp>``."""
-    run_dir = str(run_config.get("run-dir", "") or "") or cfg.resume or cfg.output.dir
+    run_dir = str(run_config["run-dir"]) or cfg.resume or cfg.output.dir
     if not run_dir:
         run_dir = str(Path.cwd() / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S"))
     path = Path(run_dir).resolve()

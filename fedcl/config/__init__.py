@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError, create_model
 
 from fedcl.config.compose import (
     CONF_DIR,
@@ -28,6 +28,7 @@ from fedcl.config.compose import (
 )
 from fedcl.config.errors import as_config_error
 from fedcl.config.root import Config
+from fedcl.config.types import Section
 from fedcl.errors import ConfigError
 
 _MODEL_KEYS_FROM_STREAM = ("multi_head", "num_heads")
@@ -50,6 +51,23 @@ def validate(data: Any) -> Config:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise as_config_error(exc, Config) from exc
+
+
+def validate_section(section: Any, data: Any, prefix: str) -> Any:
+    """One config section (``stream``, ``model``, ...) of type ``section`` from a plain dict.
+
+    Errors name the key as in a whole config (``<prefix>.<key>``).
+    """
+    holder = _holder(section, prefix)
+    try:
+        return getattr(holder.model_validate({prefix: data}), prefix)
+    except ValidationError as exc:
+        raise as_config_error(exc, holder) from exc
+
+
+@functools.lru_cache(maxsize=None)
+def _holder(section: Any, prefix: str) -> type[BaseModel]:
+    return create_model(f"{prefix.title()}Holder", __base__=Section, **{prefix: (section, ...)})  # type: ignore[call-overload,no-any-return]
 
 
 def compose(overrides: str | list[str] | None = None, experiment: str | None = None) -> Config:
@@ -77,4 +95,4 @@ def from_json(blob: str) -> Config:
 
 
 __all__ = ["CONF_DIR", "GROUPS", "Config", "check_group_options", "compose", "compose_dict", "from_json",
-           "group_options", "load", "run_config_overrides", "split_overrides", "to_json", "validate"]
+           "group_options", "load", "run_config_overrides", "split_overrides", "to_json", "validate", "validate_section"]

@@ -90,4 +90,4 @@ def run_config_overrides(run_config: dict[str, Any]) -> list[str]:
         if isinstance(value, bool):
             value = "true" if value else "false"
         out.append(f"{key.replace('-', '_')}={value}")
-    return [*out, *split_overrides(str(run_config.get("overrides", "") or ""))]
+    return [*out, *split_overrides(str(run_config["overrides"]))]

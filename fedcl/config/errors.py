@@ -43,14 +43,13 @@ def _branch(annotation: Any, loc: tuple[int | str, ...]) -> type[BaseModel] | No
 
 
 def _walk(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[list[str], Any, type[BaseModel] | None]:
-    """Key parts, field info and the innermost model along ``loc`` (union tags skipped, indices as ``[i]``)."""
+    """Key parts, field info and the innermost model along ``loc`` (union tags and list indices skipped)."""
     parts: list[str] = []
     info: Any = None
     current: type[BaseModel] | None = model
     for p in loc:
         if isinstance(p, int):
-            if parts:
-                parts[-1] += f"[{p}]"
+            continue  # an item of a list: the key is the list's (its value shows the item)
         elif current is None:
             parts.append(p)  # inside a free mapping
         elif p in current.model_fields:
@@ -64,6 +63,9 @@ def _walk(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[list[str]
 def as_config_error(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> ConfigError:
     """The first error of ``exc`` (raised validating ``model``) as a :class:`ConfigError`."""
     err = exc.errors(include_url=False)[0]
+    inner = err.get("ctx", {}).get("error")
+    if isinstance(inner, ConfigError):  # raised by a validator of ours: it already names the key
+        return inner
     loc = tuple(err["loc"])
     head = [prefix] if prefix else []
     value = err.get("input")
@@ -77,7 +79,8 @@ def as_config_error(exc: ValidationError, model: type[BaseModel], prefix: str = 
         return ConfigError(key, "(missing)", "this key is required; see simulations/conf")
     if err["type"] in ("model_type", "model_attributes_type", "dict_type"):
         return ConfigError(key, value, "a mapping (this section is required; see simulations/conf)")
+    if err["type"] == "union_tag_invalid":  # an unknown name of a group option (model.name, strategy.name)
+        tag = str(err.get("ctx", {}).get("discriminator", "name")).strip("'")
+        return ConfigError(f"{key}.{tag}", err.get("ctx", {}).get("tag"), err["msg"])
     allowed = getattr(info, "description", None) or err["msg"]
-    if err["type"] == "union_tag_invalid":
-        allowed = err["msg"]
     return ConfigError(key, value, allowed)

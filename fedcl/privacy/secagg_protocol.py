@@ -144,7 +144,7 @@ def unvectorize(
             for i, name in enumerate(r["names"]):
                 if weighted and name == keys.NUM_EXAMPLES:
                     # equal per reply, so FedAvg's average is the clients' weighted one; ~ mean n_i
-                    rec[name] = max(1, round(mean_w * float(layout.get("max_weight", 1.0))))
+                    rec[name] = max(1, round(mean_w * float(layout["max_weight"])))
                 elif weighted:
                     rec[name] = float(vals[i]) / total_w
                 else:

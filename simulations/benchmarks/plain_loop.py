@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from fedcl.config import Config
-from fedcl.data import build_stream, make_schedule
+from fedcl.data import Schedule, Stream, build_stream, make_schedule
 from fedcl.methods import build_method
 from fedcl.methods.base import TaskContext
 from fedcl.metrics import Tracker
@@ -68,38 +68,7 @@ def plain_federation(cfg: Config, on_round: Callable[[int], None] | None = None)
         t0 = time.perf_counter()
         weighted: list[tuple[dict[str, np.ndarray], int]] = []
         for c in sampler.sample_clients(rnd):
-            task = schedule.task_at(rnd, c)
-            assert task is not None
-            # the client's steps, in the client's order (the global RNG draws must match run_train)
-            seed_globals(seed, "client", c, rnd, "train")
-            model = build_model(cfg.model, stream.in_shape, stream.num_classes, stream.num_heads).to(device)
-            model.load_state_dict({k: torch.from_numpy(v) for k, v in global_np.items()})
-            x, y = (t.to(device) for t in stream.client_data(task, c))
-            saved = states.get(c, {})
-            method = build_method(cfg.method)
-            method.load_state_dict(copy.deepcopy(saved.get("method", {})))
-            seen = list(saved.get("seen_tasks", []))
-            new_task = task not in seen
-            if new_task:
-                seen.append(task)
-            ctx = TaskContext(
-                model=model, task_id=task, client_id=c, server_round=rnd,
-                task_round=schedule.task_round(rnd, c), last_round_of_task=schedule.is_last_round_of_task(rnd, c),
-                x=x, y=y, device=device, num_classes=stream.num_classes,
-                task_classes=list(stream.tasks[task].classes), seen_tasks=seen,
-                global_params={k: v.detach().clone() for k, v in model.named_parameters()},
-                generator=torch_generator(seed, "batches", c, rnd),
-                multi_head=stream.multi_head, payload={},
-                task_data=lambda t, c=c: tuple(z.to(device) for z in stream.client_data(t, c)),  # type: ignore[misc]
-            )
-            if new_task:
-                method.before_task(ctx)
-            result = train_local(method, ctx, train_cfg)
-            if ctx.last_round_of_task:
-                method.after_task(ctx)
-            states[c] = {"method": copy.deepcopy(method.state_dict()), "seen_tasks": seen}
-            weighted.append(({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
-                             int(result.num_examples)))
+            weighted.append(_client_round(cfg, stream, schedule, device, global_np, states, c, rnd, train_cfg))
         if weighted:
             # FedAvg in client order, accumulated in float64 and cast back once (strategies/aggregation.py)
             total = float(sum(n for _, n in weighted))
@@ -120,3 +89,41 @@ def plain_federation(cfg: Config, on_round: Callable[[int], None] | None = None)
         if on_round is not None:
             on_round(rnd)
     return tracker.summary({"wall_time_s": time.perf_counter() - t_start})
+
+
+def _client_round(cfg: Config, stream: Stream, schedule: Schedule, device: torch.device,
+                  global_np: dict[str, np.ndarray], states: dict[int, dict[str, Any]], c: int, rnd: int,
+                  train_cfg: TrainConfig) -> tuple[dict[str, np.ndarray], int]:
+    """One client's round, the steps of the ClientApp's train handler in its order; its weights and sample count."""
+    task = schedule.task_at(rnd, c)
+    assert task is not None
+    seed = cfg.seed
+    # the global RNG draws must match the handler's (fedcl/client/instruction.py: workspace)
+    seed_globals(seed, "client", c, rnd, "train")
+    model = build_model(cfg.model, stream.in_shape, stream.num_classes, stream.num_heads).to(device)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in global_np.items()})
+    x, y = (t.to(device) for t in stream.client_data(task, c))
+    saved = states.get(c, {})
+    method = build_method(cfg.method)
+    method.load_state_dict(copy.deepcopy(saved.get("method", {})))
+    seen = list(saved.get("seen_tasks", []))
+    new_task = task not in seen
+    if new_task:
+        seen.append(task)
+    ctx = TaskContext(
+        model=model, task_id=task, client_id=c, server_round=rnd,
+        task_round=schedule.task_round(rnd, c), last_round_of_task=schedule.is_last_round_of_task(rnd, c),
+        x=x, y=y, device=device, num_classes=stream.num_classes,
+        task_classes=list(stream.tasks[task].classes), seen_tasks=seen,
+        global_params={k: v.detach().clone() for k, v in model.named_parameters()},
+        generator=torch_generator(seed, "batches", c, rnd),
+        multi_head=stream.multi_head, payload={},
+        task_data=lambda t: tuple(z.to(device) for z in stream.client_data(t, c)),  # type: ignore[misc]
+    )
+    if new_task:
+        method.before_task(ctx)
+    result = train_local(method, ctx, train_cfg)
+    if ctx.last_round_of_task:
+        method.after_task(ctx)
+    states[c] = {"method": copy.deepcopy(method.state_dict()), "seen_tasks": seen}
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, int(result.num_examples)

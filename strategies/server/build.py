@@ -41,8 +41,9 @@ class Run:
         The run config.
     run_dir : Path
         Where every output goes.
-    grid : RunGrid
-        The grid every server part talks through (SecAgg+'s when secure aggregation is on).
+    grid : Grid
+        The grid every server part talks through (:class:`~strategies.server.grid.RunGrid`;
+        SecAgg+'s around it when secure aggregation is on).
     stream, schedule : Stream, Schedule
         The task stream and which client trains which task when.
     strategy : FCLFedAvg
@@ -59,7 +60,7 @@ class Run:
 
     cfg: Config
     run_dir: Path
-    grid: RunGrid
+    grid: Grid
     stream: Stream
     schedule: Schedule
     strategy: FCLFedAvg
@@ -88,11 +89,7 @@ def build_strategy(cfg: Config, schedule: Schedule, state_dir: str | None) -> FC
     attribute ``individual_updates_reason``; secure aggregation refuses it.
     """
     cls = STRATEGIES.get(cfg.strategy.name)
-    reason = getattr(cls, "individual_updates_reason", None)
-    if cfg.privacy.secure_aggregation and reason:
-        raise ConfigError("privacy.secure_aggregation", True,
-                          f"strategy '{cfg.strategy.name}' needs individual client updates ({reason}); "
-                          "secure aggregation only gives the server their sum: use privacy=none or dp_central")
+    refuse_individual_updates(cls, cfg)
     averager = None
     if cfg.privacy.dp is not None:
         from strategies.privacy import PrivateAveraging
@@ -106,6 +103,15 @@ def build_strategy(cfg: Config, schedule: Schedule, state_dir: str | None) -> FC
     return strategy
 
 
+def refuse_individual_updates(cls: type, cfg: Config) -> None:
+    """Refuse a strategy that declares ``individual_updates_reason`` under secure aggregation (it sees sums only)."""
+    reason = getattr(cls, "individual_updates_reason", None)
+    if cfg.privacy.secure_aggregation and reason:
+        raise ConfigError("privacy.secure_aggregation", True,
+                          f"strategy '{cfg.strategy.name}' needs individual client updates ({reason}); "
+                          "secure aggregation only gives the server their sum: use privacy=none or dp_central")
+
+
 def build_run(grid: Grid, cfg: Config, run_dir: Path) -> Run:
     """Build every part of a run on ``grid`` (Flower's, or the in-process engine's)."""
     fed = cfg.federation
@@ -116,7 +122,7 @@ def build_run(grid: Grid, cfg: Config, run_dir: Path) -> Run:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, stream.in_shape, stream.num_classes, stream.num_heads).to(device)
     strategy = build_strategy(cfg, schedule, str(run_dir / CLIENT_DIR))
-    run_grid = RunGrid(grid, cfg.backend.pull_interval_s)
+    run_grid: Grid = RunGrid(grid, cfg.backend.pull_interval_s)
     hooks: list[RoundHook] = []
     if strategy.averager is not None:
         hooks.append(strategy.averager)  # type: ignore[arg-type]
@@ -124,8 +130,9 @@ def build_run(grid: Grid, cfg: Config, run_dir: Path) -> Run:
         from strategies.secagg import SecAggPlusGrid, max_client_examples
 
         assert cfg.privacy.secagg is not None
-        run_grid = SecAggPlusGrid(run_grid, cfg.privacy.secagg, max_client_examples(stream, fed.num_clients))
-        hooks.append(run_grid)  # type: ignore[arg-type]
+        secure = SecAggPlusGrid(run_grid, cfg.privacy.secagg, max_client_examples(stream, fed.num_clients))
+        hooks.append(secure)
+        run_grid = secure
     tracker = Tracker(len(stream.tasks), run_dir)
     if cfg.eval.local_forgetting:  # clients' own-model accuracies, taken out of the replies before aggregation
         hooks.append(LocalForgetting(schedule, tracker))

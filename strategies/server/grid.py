@@ -12,26 +12,17 @@ from flwr.supercore.run import Run
 from strategies.aggregation import in_canonical_order
 
 
-class RunGrid(Grid):
-    """A Flower ``Grid`` around another one: replies sorted by logical client, polled every ``pull_interval_s``.
-
-    Flower's grids sleep 0.1 s (simulation) or 3 s (deployment) between two polls for
-    replies, paid every round; this grid pushes the messages itself and polls at the
-    run's ``backend.pull_interval_s``. Its replies come back in the order the messages
-    were built (by logical client: :mod:`strategies.aggregation`), whatever order the
-    clients finished in.
+class GridWrapper(Grid):
+    """A Flower ``Grid`` around another one: every call goes to the inner grid (subclasses change some).
 
     Parameters
     ----------
     grid : Grid
         Flower's grid (or another wrapper).
-    pull_interval_s : float
-        Seconds between two polls for replies.
     """
 
-    def __init__(self, grid: Grid, pull_interval_s: float) -> None:
+    def __init__(self, grid: Grid) -> None:
         self.inner = grid
-        self.pull_interval_s = pull_interval_s
 
     def set_run(self, run: Run) -> None:
         self.inner.set_run(run)
@@ -53,6 +44,31 @@ class RunGrid(Grid):
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return self.inner.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self.inner.send_and_receive(messages, timeout=timeout)
+
+
+class RunGrid(GridWrapper):
+    """A Flower ``Grid`` around another one: replies sorted by logical client, polled every ``pull_interval_s``.
+
+    Flower's grids sleep 0.1 s (simulation) or 3 s (deployment) between two polls for
+    replies, paid every round; this grid pushes the messages itself and polls at the
+    run's ``backend.pull_interval_s``. Its replies come back in the order the messages
+    were built (by logical client: :mod:`strategies.aggregation`), whatever order the
+    clients finished in.
+
+    Parameters
+    ----------
+    grid : Grid
+        Flower's grid (or another wrapper).
+    pull_interval_s : float
+        Seconds between two polls for replies.
+    """
+
+    def __init__(self, grid: Grid, pull_interval_s: float) -> None:
+        super().__init__(grid)
+        self.pull_interval_s = pull_interval_s
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         """Push ``messages``, poll until every reply is in or ``timeout`` seconds passed; canonical order."""

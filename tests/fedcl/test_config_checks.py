@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from fedcl.config import compose, group_options, validate
+from fedcl.config import Config, compose, group_options, validate
 from fedcl.data.idx import load_idx_folder, read_idx
 from fedcl.errors import ConfigError, DataError, FedCLError
 from tests.conftest import synthetic_overrides
@@ -56,15 +56,15 @@ def test_bad_override_names_key_value_and_allowed(overrides: list[str], key: str
 
 def test_unknown_key_in_a_config_file_and_missing_section() -> None:
     # a config file (flwr run -c config-file=...) bypasses Hydra's struct check: validate must see the typo
-    cfg = compose(synthetic_overrides())
+    cfg = compose(synthetic_overrides()).dump()
     cfg["federation"]["min_reply"] = 2
     with pytest.raises(ConfigError, match="did you mean 'min_replies'"):
         validate(cfg)
-    cfg = compose(synthetic_overrides())
+    cfg = compose(synthetic_overrides()).dump()
     del cfg["train"]
     with pytest.raises(ConfigError, match="'train'"):
         validate(cfg)
-    cfg = compose(synthetic_overrides())
+    cfg = compose(synthetic_overrides()).dump()
     cfg["stream"] = 5
     with pytest.raises(ConfigError, match="stream"):
         validate(cfg)
@@ -80,7 +80,7 @@ def test_fot_with_no_projectable_layer_is_refused(monkeypatch: pytest.MonkeyPatc
             super().__init__()
             self.head = Heads(int(np.prod(in_shape)), num_classes, num_heads)
 
-    monkeypatch.setitem(models.MODELS, "mlp", HeadsOnly)
+    monkeypatch.setitem(models.MODELS._loaded, "mlp", HeadsOnly)
     over = synthetic_overrides("strategy=fot", "stream.scenario=task_incremental")
     # Execute / Assert
     with pytest.raises(ConfigError, match="FOT needs a model with a linear or conv layer"):
@@ -90,7 +90,7 @@ def test_fot_with_no_projectable_layer_is_refused(monkeypatch: pytest.MonkeyPatc
 
 def test_defaults_and_every_experiment_validate() -> None:
     for exp in group_options("experiment"):
-        assert compose([], exp)["seed"] is not None
+        assert compose([], exp).seed is not None
 
 
 # ---- property: any override is accepted or refused with a fedcl error ----------------------
@@ -108,11 +108,11 @@ GROUP_VALUES = {g: group_options(g) for g in ("model", "method", "strategy", "fa
 
 def _keys_of_every_option() -> list[str]:
     """Every leaf key of the default config and of each group option, so option-only keys get fuzzed too."""
-    keys = set(_flat(compose(synthetic_overrides())))
+    keys = set(_flat(compose(synthetic_overrides()).dump()))
     for g, opts in GROUP_VALUES.items():
         for o in opts:
             try:
-                keys.update(_flat(compose(synthetic_overrides(f"{g}={o}"))))
+                keys.update(_flat(compose(synthetic_overrides(f"{g}={o}")).dump()))
             except FedCLError:  # an option that needs real data or another option alone
                 pass
     return sorted(keys)
@@ -166,7 +166,7 @@ def test_random_overrides_are_accepted_or_a_fedcl_error(overrides: list[str]) ->
         cfg = compose(synthetic_overrides(*overrides))
     except FedCLError:
         return
-    assert isinstance(cfg, dict)
+    assert isinstance(cfg, Config)
 
 
 # ---- data files ---------------------------------------------------------------------------

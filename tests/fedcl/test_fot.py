@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from fedcl import keys
-from fedcl.fot_client import gpse_statistics
-from fedcl.fot_server import FOTState
+from fedcl.fot.client import gpse_statistics
+from fedcl.fot.server import FOTState
 from fedcl.models import MLP
 from fedcl.subspace import empty_basis, weight_view
 

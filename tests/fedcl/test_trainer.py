@@ -34,7 +34,8 @@ def _drift(mu: float) -> float:
         generator=torch.Generator().manual_seed(0),
     )
     start = dict(ctx.global_params)
-    train_local(build_method("naive"), ctx, TrainConfig(lr=0.1, local_epochs=5, batch_size=20, proximal_mu=mu))
+    train_local(build_method({"naive": {}}), ctx, TrainConfig(lr=0.1, local_epochs=5, batch_size=20, momentum=0.0,
+                                                                 weight_decay=0.0, proximal_mu=mu))
     with torch.no_grad():
         return float(sum(((p - start[k]) ** 2).sum() for k, p in model.named_parameters()).sqrt())
 

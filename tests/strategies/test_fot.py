@@ -10,11 +10,10 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedcl import keys
-from fedcl.config import compose
-from fedcl.data import build_schedule
+from fedcl.fot import protocol as gpse
 from fedcl.subspace import weight_view
 from strategies.fot import FOT
-from tests.conftest import synthetic_overrides
+from tests.strategies.helpers import make_strategy
 
 D_IN, D_OUT = 6, 3
 
@@ -37,19 +36,17 @@ class GPSEGrid:
             A = self.basis @ rng.normal(size=(self.basis.shape[1], 30))
             Y = (A @ rng.normal(size=(30, D_IN))).astype(np.float32)
             content = RecordDict({
-                keys.FOT_SKETCH: ArrayRecord({"fc": Array(Y)}),
-                keys.FOT_STATS: MetricRecord({keys.NUM_EXAMPLES: 30, "fc/ratio-weighted": 30.0}),
+                gpse.SKETCH: ArrayRecord({"fc": Array(Y)}),
+                gpse.STATS: MetricRecord({keys.NUM_EXAMPLES: 30, "fc/ratio-weighted": 30.0}),
             })
             replies.append(Message(content, reply_to=msg))
         return replies
 
 
 def make_fot(*overrides: str) -> FOT:
-    cfg = compose(synthetic_overrides("strategy=fot", *overrides))
-    fed = cfg["federation"]
-    schedule = build_schedule(fed, cfg["stream"]["num_tasks"], fed["num_clients"], 0)
-    params = {k: v for k, v in cfg["strategy"].items() if k not in ("name", "proximal_mu")}
-    return FOT(schedule=schedule, run_config=cfg, num_clients=fed["num_clients"], **params)
+    strategy = make_strategy("strategy=fot", *overrides)
+    assert isinstance(strategy, FOT)
+    return strategy
 
 
 def arrays_of(w: np.ndarray, b: np.ndarray) -> ArrayRecord:

@@ -24,25 +24,24 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedcl import keys
-from fedcl.client_app import app
 from fedcl.config import compose
+from simulations.inprocess import InProcessGrid
 from strategies.aggregation import fedavg, in_canonical_order, weighted_mean
-from strategies.server_app import run_federation
+from strategies.server.loop import run_federation
 from tests.conftest import synthetic_overrides
-from tests.fedcl.privacy.inproc import InProcGrid
 
 VOLATILE = ("seconds", "secagg_seconds", "train_seconds")
 
 
-class ShuffledGrid(InProcGrid):
-    """An in-process grid that returns every batch of replies in a seeded random order."""
+class ShuffledGrid(InProcessGrid):
+    """The in-process engine's grid, handing back every batch of replies in a seeded random order."""
 
-    def __init__(self, nodes: list[int], order_seed: int) -> None:
-        super().__init__(app, nodes)
+    def __init__(self, nodes: int, order_seed: int) -> None:
+        super().__init__(nodes, client_threads=1)
         self.rng = random.Random(order_seed)
 
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        replies = super().send_and_receive(messages, timeout=timeout)
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        replies = list(super().pull_messages(message_ids))
         self.rng.shuffle(replies)
         return replies
 
@@ -54,7 +53,7 @@ def _run(root: Path, name: str, order_seed: int, overrides: list[str], nodes: in
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        summary = run_federation(ShuffledGrid(list(range(1, nodes + 1)), order_seed), cfg, run_dir)
+        summary = run_federation(ShuffledGrid(nodes, order_seed), cfg, run_dir)
     finally:
         torch.set_num_threads(threads)
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -97,7 +96,7 @@ CASES: dict[str, tuple[list[str], int]] = {
     "krum": (["federation.num_clients=5", "strategy.aggregator=krum", "strategy.krum_f=1"], 5),
     "fot_krum": (["federation.num_clients=5", "strategy=fot", "strategy.aggregator=krum"], 5),
     "fedcurv": (["method=fedcurv"], 3),
-    "ewc_offsets_sampled": (["method=er", "schedule=offsets", "schedule.sample_fraction=0.67"], 3),
+    "er_offsets_sampled": (["method=er", "schedule=offsets", "schedule.sample_fraction=0.67"], 3),
     "dp_central_client": (["privacy=dp_central", "privacy.dp.noise_multiplier=0.1"], 3),
     "dp_central_server_adaptive": (["privacy=dp_central", "privacy.dp.clipping=server", "privacy.dp.adaptive=true",
                                     "privacy.dp.noise_multiplier=0.1"], 3),

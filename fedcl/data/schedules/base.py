@@ -180,8 +180,8 @@ class Schedule:
 
     def _tables(self, client_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(task, round within task, last round of task) per round for one client, cached."""
-        if client_id < 0:
-            raise ConfigError("client_id", client_id, "an integer >= 0")
+        if not 0 <= client_id < self.num_clients:
+            raise ConfigError("client_id", client_id, f"a logical client in [0, {self.num_clients - 1}]")
         if client_id not in self._client_cache:
             task = np.asarray(self.plan(client_id), dtype=np.int64)
             if task.shape != (self.total_rounds,):

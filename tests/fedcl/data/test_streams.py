@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 import torch
 
+from fedcl.config import validate_section
+from fedcl.config.schema import Stream as StreamConfig
 from fedcl.data import build_stream, make_synthetic
 from fedcl.errors import ConfigError
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-def _cfg(**over: Any) -> dict[str, Any]:
+def _cfg(**over: Any) -> StreamConfig:
     cfg: dict[str, Any] = {
         "dataset": "synthetic",
         "data_dir": None,
@@ -26,13 +28,14 @@ def _cfg(**over: Any) -> dict[str, Any]:
         "alpha": 0.5,
         "shards_per_client": 2,
         "min_samples_per_client": 1,
+        "blurry": None,
         "synthetic": {
             "num_classes": 6, "image_shape": [1, 4, 4], "train_per_class": 40,
-            "test_per_class": 20, "noise": 0.5,
+            "test_per_class": 20, "noise": 0.5, "seed": 0,
         },
     }
     cfg.update(over)
-    return cfg
+    return validate_section(StreamConfig, cfg, "stream")
 
 
 def test_make_synthetic_shapes_and_determinism() -> None:

@@ -100,16 +100,19 @@ def test_drop_classes_removes_only_those_samples_and_refills() -> None:
 
 def test_methods_purge_forgotten_classes_from_their_buffers_also_when_composed() -> None:
     # Prepare: ER and ER+EWC with labels 0..3 in their buffers
+    from fedcl.methods import Composite
     from fedcl.methods.er import ER
-    from fedcl.methods.er_ewc import ErEwc
+    from fedcl.methods.ewc import EWC
 
-    er, composed = ER(buffer_size=8), ErEwc(buffer_size=8)
+    er, composed = ER(buffer_size=8), Composite({"er": ER(buffer_size=8), "ewc": EWC()})
+    composed_er = composed.parts["er"]
+    assert isinstance(composed_er, ER)
     y = torch.arange(8) % 4
-    for buf in (er.buffer, composed.er.buffer):
+    for buf in (er.buffer, composed_er.buffer):
         buf.add(torch.zeros(8, 2), y, torch.zeros_like(y))
     # Execute
     removed = (er.forget_classes([2]), composed.forget_classes([2]))
     # Assert
     assert removed == (2, 2)
     assert er.buffer.y is not None and 2 not in er.buffer.y.tolist()
-    assert composed.er.buffer.y is not None and 2 not in composed.er.buffer.y.tolist()
+    assert composed_er.buffer.y is not None and 2 not in composed_er.buffer.y.tolist()

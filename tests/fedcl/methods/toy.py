@@ -99,7 +99,9 @@ def run_two_tasks(
             method.load_state_dict(state)
             if r == 0:
                 method.before_task(ctx)
-            train_local(method, ctx, TrainConfig(lr=lr, local_epochs=epochs, batch_size=32))
+            cfg = TrainConfig(lr=lr, local_epochs=epochs, batch_size=32, momentum=0.0, weight_decay=0.0,
+                              proximal_mu=0.0)
+            train_local(method, ctx, cfg)
             if ctx.last_round_of_task:
                 method.after_task(ctx)
             state = method.state_dict()
