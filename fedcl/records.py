@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, MetricRecord
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
 
 def array_record(values: Mapping[str, torch.Tensor | np.ndarray], dtype: np.dtype | type | None = None) -> ArrayRecord:
@@ -42,3 +42,17 @@ def non_finite_metrics(record: MetricRecord) -> list[str]:
         if any(isinstance(x, float) and not math.isfinite(x) for x in vals):
             bad.append(name)
     return bad
+
+
+def non_finite_reason(content: RecordDict) -> str | None:
+    """Which record of a reply holds NaN or Inf (and where), or ``None`` when every value is finite.
+
+    One NaN summed into a global model, a sketch or a Fisher sum poisons everything after it.
+    """
+    for name in content.keys():
+        rec = content[name]
+        bad = (non_finite_arrays(rec) if isinstance(rec, ArrayRecord)
+               else non_finite_metrics(rec) if isinstance(rec, MetricRecord) else [])
+        if bad:
+            return f"NaN/Inf in record '{name}' {bad[:3]}"
+    return None

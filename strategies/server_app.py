@@ -22,6 +22,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+import fedcl.packages  # noqa: F401 - before any other project module: the packages in one order
 from fedcl.checkpoint import load_run_config
 from fedcl.config import Config, compose, load, run_config_overrides, validate
 from strategies.server.loop import run_federation

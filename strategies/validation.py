@@ -21,7 +21,7 @@ import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 import fedcl.keys as keys
-from fedcl.records import non_finite_arrays, non_finite_metrics
+from fedcl.records import non_finite_reason
 from strategies.aggregation import canonical_replies
 from strategies.round_faults import RoundFaults
 
@@ -97,28 +97,7 @@ def check_train_reply(
         reason = check_arrays_like(arrays, reference)
         if reason:
             return reason
-    bad = non_finite_arrays(arrays)
-    if bad:
-        return f"NaN/Inf in arrays {bad[:3]}"
-    bad = non_finite_metrics(metrics)
-    if bad:
-        return f"NaN/Inf in metrics {bad[:3]}"
-    for name in content.keys():  # strategy payloads (e.g. sketches) must be finite too
-        rec = content[name]
-        if name != keys.ARRAYS and isinstance(rec, ArrayRecord) and non_finite_arrays(rec):
-            return f"NaN/Inf in record '{name}'"
-    return None
-
-
-def check_finite_reply(content: RecordDict) -> str | None:
-    """Why a query reply whose records are summed (unlearning) must not be used, or ``None``."""
-    for name in content.keys():
-        rec = content[name]
-        if isinstance(rec, ArrayRecord) and non_finite_arrays(rec):
-            return f"NaN/Inf in record '{name}' {non_finite_arrays(rec)[:3]}"
-        if isinstance(rec, MetricRecord) and non_finite_metrics(rec):
-            return f"NaN/Inf in record '{name}' {non_finite_metrics(rec)[:3]}"
-    return None
+    return non_finite_reason(content)  # the model and every strategy payload (sums, sketches)
 
 
 def short_reason(text: str | None, limit: int = 300) -> str:
@@ -181,7 +160,7 @@ class ReplyValidator:
 
     def split_query(self, what: str, sent: list[Message], replies: list[Message]) -> tuple[list[Message], RoundFaults]:
         """The sound replies of a query whose records are summed (no error, everything finite) and the faults."""
-        return self.split(what, sent, replies, check_finite_reply)
+        return self.split(what, sent, replies, non_finite_reason)
 
     def count_reason(self, metrics: MetricRecord, key: str) -> str | None:
         """Why ``metrics[key]`` is not a credible sample count (at most ``max_examples``), or ``None``."""

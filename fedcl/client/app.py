@@ -14,6 +14,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 import fedcl.keys as keys
+import fedcl.packages  # noqa: F401 - before any other project module: the packages in one order
 from fedcl.client import train
 from fedcl.client.instruction import TRAIN, Instruction, action_of, parse
 from fedcl.fot import client as gpse

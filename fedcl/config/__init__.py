@@ -22,6 +22,7 @@ from fedcl.config.compose import (
     GROUPS,
     check_group_options,
     compose_dict,
+    flatten,
     group_options,
     run_config_overrides,
     split_overrides,
@@ -65,7 +66,7 @@ def validate_section(section: Any, data: Any, prefix: str) -> Any:
         raise as_config_error(exc, holder) from exc
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _holder(section: Any, prefix: str) -> type[BaseModel]:
     return create_model(f"{prefix.title()}Holder", __base__=Section, **{prefix: (section, ...)})  # type: ignore[call-overload,no-any-return]
 
@@ -94,5 +95,6 @@ def from_json(blob: str) -> Config:
     return validate(json.loads(blob))
 
 
-__all__ = ["CONF_DIR", "GROUPS", "Config", "check_group_options", "compose", "compose_dict", "from_json",
-           "group_options", "load", "run_config_overrides", "split_overrides", "to_json", "validate", "validate_section"]
+__all__ = ["CONF_DIR", "GROUPS", "Config", "check_group_options", "compose", "compose_dict", "flatten", "from_json",
+           "group_options", "load", "run_config_overrides", "split_overrides", "to_json", "validate",
+           "validate_section"]

@@ -91,3 +91,15 @@ def run_config_overrides(run_config: dict[str, Any]) -> list[str]:
             value = "true" if value else "false"
         out.append(f"{key.replace('-', '_')}={value}")
     return [*out, *split_overrides(str(run_config["overrides"]))]
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

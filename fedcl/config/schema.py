@@ -172,7 +172,7 @@ class MLPModel(Section):
 
 class ConvNetModel(Section):
     name: Literal["convnet"]
-    channels: Annotated[list[PosInt] | None, Field(description="a list of channel counts (integers >= 1)")]
+    channels: Annotated[list[PosInt], Field(description="a list of channel counts (integers >= 1)")]
     hidden: PosInt
     dropout: Dropout
 

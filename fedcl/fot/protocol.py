@@ -17,7 +17,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 import fedcl.keys as keys
-from fedcl.records import array_record, non_finite_arrays, non_finite_metrics
+from fedcl.records import array_record, non_finite_reason
 
 GPSE = "gpse"  # the query action
 GPSE_TYPE = f"{MessageType.QUERY}.{GPSE}"
@@ -72,13 +72,7 @@ def check_reply(content: RecordDict, check_count: Callable[[MetricRecord, str], 
         reason = check_count(stats, keys.NUM_EXAMPLES)
         if reason:
             return reason
-    bad = non_finite_arrays(sketch)
-    if bad:
-        return f"NaN/Inf in sketches {bad[:3]}"
-    bad = non_finite_metrics(stats)
-    if bad:
-        return f"NaN/Inf in stats {bad[:3]}"
-    return None
+    return non_finite_reason(content)
 
 
 def signature(content: RecordDict) -> tuple[tuple[str, tuple[int, ...], str], ...]:

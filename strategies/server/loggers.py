@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
-from fedcl.config import Config
+from fedcl.config import Config, flatten
 from fedcl.errors import ConfigError
 from fedcl.hooks import RoundHook
 from fedcl.metrics import Tracker
@@ -87,7 +87,7 @@ class _MLflow:
         self.mlflow = mlflow
         mlflow.set_experiment(experiment)
         mlflow.start_run(run_name=run_dir.name)
-        mlflow.log_params(_flatten(cfg))
+        mlflow.log_params({k: str(v)[:250] for k, v in flatten(cfg).items()})
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         # MLflow metric names may not contain some characters; '/' is allowed
@@ -95,17 +95,6 @@ class _MLflow:
 
     def close(self) -> None:
         self.mlflow.end_run()
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = str(v)[:250]
-    return out
 
 
 class RoundLoggers(RoundHook):

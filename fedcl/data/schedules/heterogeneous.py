@@ -36,6 +36,8 @@ class HeterogeneousSchedule(OffsetSchedule):
         Fraction of the tasks each client trains, in (0, 1].
     orders : sequence of sequences | None, default None
         Explicit per-client task lists (overrides ``order`` and the fraction).
+    max_offset : int, default 0
+        Per-client offsets drawn in ``[0, max_offset]`` (none by default).
     **kwargs
         Offsets, availability and sampling options.
     """
@@ -52,9 +54,10 @@ class HeterogeneousSchedule(OffsetSchedule):
         order: str = "shuffled",
         task_fraction_per_client: float = 1.0,
         orders: Sequence[Sequence[int]] | None = None,
+        max_offset: int = 0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(num_tasks, rounds_per_task, num_clients, seed, **kwargs)
+        super().__init__(num_tasks, rounds_per_task, num_clients, seed, max_offset=max_offset, **kwargs)
         if orders is not None:
             ok = isinstance(orders, Sequence) and len(orders) == num_clients and all(
                 isinstance(o, Sequence) and len(o) >= 1 and len(set(o)) == len(o)

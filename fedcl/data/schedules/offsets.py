@@ -24,7 +24,7 @@ class OffsetSchedule(Schedule):
         As for :class:`~fedcl.data.schedules.base.Schedule`.
     offsets : sequence of int | None, default None
         One offset (rounds, >= 0) per client; overrides ``max_offset``.
-    max_offset : int, default 0
+    max_offset : int, default 2
         Offsets drawn uniformly in ``[0, max_offset]`` when ``offsets`` is None.
     **kwargs
         Availability and sampling options of :class:`~fedcl.data.schedules.base.Schedule`.
@@ -40,7 +40,7 @@ class OffsetSchedule(Schedule):
         seed: int,
         *,
         offsets: Sequence[int] | None = None,
-        max_offset: int = 0,
+        max_offset: int = 2,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_tasks, rounds_per_task, num_clients, seed, **kwargs)

@@ -36,6 +36,8 @@ class ReoccurrenceSchedule(OffsetSchedule):
         Start with every task once, in order.
     per_client : bool, default False
         One draw per client instead of one shared sequence.
+    max_offset : int, default 0
+        Per-client offsets drawn in ``[0, max_offset]`` (none by default).
     **kwargs
         Offsets, availability and sampling options.
     """
@@ -49,13 +51,14 @@ class ReoccurrenceSchedule(OffsetSchedule):
         num_clients: int,
         seed: int,
         *,
-        length: int = 20,
+        length: int = 12,
         weights: Sequence[float] | None = None,
         first_pass: bool = True,
         per_client: bool = False,
+        max_offset: int = 0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(num_tasks, rounds_per_task, num_clients, seed, **kwargs)
+        super().__init__(num_tasks, rounds_per_task, num_clients, seed, max_offset=max_offset, **kwargs)
         lo = num_tasks if first_pass else 1
         if isinstance(length, bool) or not isinstance(length, int) or length < lo:
             raise ConfigError("schedule.length", length, f"an integer >= {lo} (segments of rounds_per_task rounds)")
