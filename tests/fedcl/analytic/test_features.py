@@ -18,6 +18,7 @@ from fedcl.analytic import (
     solve_ridge,
     statistics,
 )
+from fedcl.analytic.privacy import clip_rows
 from fedcl.errors import ConfigError, DataError
 from fedcl.models import ConvNet
 from fedcl.trainer import evaluate
@@ -76,6 +77,23 @@ def test_client_statistics_equal_statistics_of_the_features() -> None:
     want = statistics(features(model, exp, x), y, 6)
     assert torch.allclose(got.gram, want.gram, rtol=1e-13) and torch.allclose(got.cross, want.cross, rtol=1e-13)
     assert torch.equal(got.class_counts, want.class_counts) and got.count == len(y)
+
+
+def test_feature_clipping_for_dp_applies_per_sample() -> None:
+    # Prepare: a bound below the typical feature norm, so most rows are clipped
+    stream = synthetic_stream(num_clients=1)
+    model = frozen_backbone(stream)
+    exp = expansion_for(model)
+    x, y = stream.client_data(0, 0)
+    raw = features(model, exp, x)
+    bound = float(raw.norm(dim=1).median())
+    # Execute
+    clipped = features(model, exp, x, batch_size=13, clip_bound=bound)
+    stats = client_statistics(model, exp, x, y, 6, batch_size=13, clip_bound=bound)
+    # Assert
+    assert torch.allclose(clipped, clip_rows(raw, bound), rtol=0, atol=1e-14)
+    assert float(clipped.norm(dim=1).max()) <= bound * (1 + 1e-12)
+    assert float(stats.gram.trace()) <= len(y) * bound**2 * (1 + 1e-12)  # trace = sum of squared row norms
 
 
 def test_installed_head_is_what_the_evaluator_scores() -> None:
