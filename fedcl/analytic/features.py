@@ -142,7 +142,9 @@ def load_backbone(model: nn.Module, path: str | Path) -> None:
     """Load the backbone weights of ``strategy.backbone`` into ``model.body`` (the head is ignored).
 
     ``path`` is a run's ``final.pt`` or ``checkpoints/round-<r>.pt`` (a dict with
-    ``arrays``) or a plain ``state_dict`` of the same model config.
+    ``arrays``) or a plain ``state_dict`` of the same model config. Like ``resume``, it
+    unpickles the whole file (checkpoints hold NumPy RNG states, which torch's
+    ``weights_only`` loader refuses): name only files you trust.
 
     Raises
     ------
@@ -154,8 +156,8 @@ def load_backbone(model: nn.Module, path: str | Path) -> None:
     if not p.is_file():
         raise DataError(f"strategy.backbone={str(path)!r}: no such file (a run's final.pt or a checkpoint)")
     try:
-        blob: Any = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a corrupt or foreign file
+        blob: Any = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
         raise DataError(f"strategy.backbone={str(path)!r}: not a readable torch file ({exc})") from exc
     state = blob.get("arrays", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict):

@@ -119,19 +119,27 @@ def _check_gamma(gamma: float) -> None:
         raise ConfigError("strategy.gamma", gamma, "a finite number >= 0 (the ridge regulariser)")
 
 
-def _cholesky(a: torch.Tensor, gamma: float, what: str) -> torch.Tensor:
-    """Lower Cholesky factor of ``a``, or an error naming ``strategy.gamma`` when ``a`` is not PD."""
-    if not bool(torch.isfinite(a).all()):
-        raise ValueError(f"{what} has non-finite entries: a client sent NaN/inf statistics")
+def _round_up(value: float) -> float:
+    """``value`` rounded up to three significant digits (a suggestion must not fall short)."""
+    step = 10.0 ** (math.floor(math.log10(value)) - 2)
+    return math.ceil(value / step) * step
+
+
+def _regularised_factor(gram: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Lower Cholesky factor of ``gram + gamma I``, or an error naming ``strategy.gamma``."""
+    _check_gamma(gamma)
+    if not bool(torch.isfinite(gram).all()):
+        raise ValueError("sum X^T X has non-finite entries: a client sent NaN/inf statistics")
+    a = gram.double() + gamma * torch.eye(gram.shape[0], dtype=torch.float64, device=gram.device)
     factor, info = torch.linalg.cholesky_ex(a)
     if int(info) != 0:
         lowest = float(torch.linalg.eigvalsh(a)[0])
+        needed = _round_up(gamma + max(-lowest, 0.0) + 1e-8 * max(float(a.diagonal().abs().max()), 1.0))
         raise ConfigError(
             "strategy.gamma", gamma,
-            f"large enough that {what} is positive definite: its Cholesky factorisation failed at "
-            f"pivot {int(info)} (smallest eigenvalue {lowest:.3g}); raise strategy.gamma above "
-            f"{max(-lowest, 0.0) + 1e-8 * max(float(a.diagonal().abs().max()), 1.0):.3g} (DP noise or "
-            "SecAgg+ quantisation on the sums need a gamma above their spectral error)",
+            f"large enough that sum X^T X + gamma I is positive definite: its Cholesky factorisation failed at "
+            f"pivot {int(info)} (smallest eigenvalue {lowest:.3g}); raise strategy.gamma above {needed:.3g} "
+            "(DP noise or SecAgg+ quantisation on the sums need a gamma above their spectral error)",
         )
     return factor
 
@@ -148,17 +156,12 @@ def solve_ridge(stats: Statistics, gamma: float) -> torch.Tensor:
     ConfigError
         ``strategy.gamma`` is negative or not finite, or ``G + gamma I`` is not positive definite.
     """
-    _check_gamma(gamma)
-    eye = torch.eye(stats.dim, dtype=torch.float64, device=stats.gram.device)
-    factor = _cholesky(stats.gram.double() + gamma * eye, gamma, "sum X^T X + gamma I")
-    return torch.cholesky_solve(stats.cross.double(), factor)
+    return torch.cholesky_solve(stats.cross.double(), _regularised_factor(stats.gram, gamma))
 
 
 def ridge_inverse(stats: Statistics, gamma: float) -> torch.Tensor:
     """``R = (G + gamma I)^-1`` from its Cholesky factor, for :func:`woodbury_forget` (ACU's state)."""
-    _check_gamma(gamma)
-    eye = torch.eye(stats.dim, dtype=torch.float64, device=stats.gram.device)
-    return torch.cholesky_inverse(_cholesky(stats.gram.double() + gamma * eye, gamma, "sum X^T X + gamma I"))
+    return torch.cholesky_inverse(_regularised_factor(stats.gram, gamma))
 
 
 def gram_factor(gram: torch.Tensor, rtol: float | None = None) -> torch.Tensor:
@@ -198,7 +201,7 @@ def woodbury_forget(
 
     Raises
     ------
-    ConfigError
+    DataError
         ``I - U R U^T`` is not positive definite: the forgotten data was not in the sums
         (or rounding ate the margin; then raise ``strategy.gamma``).
     """
@@ -208,7 +211,11 @@ def woodbury_forget(
         return r.clone(), weight.double().clone()
     ru = r @ u.T  # [d, k]
     inner = torch.eye(u.shape[0], dtype=torch.float64, device=r.device) - u @ ru
-    factor = _cholesky(0.5 * (inner + inner.T), gamma, "I - U R U^T of the Woodbury downdate")
+    factor, info = torch.linalg.cholesky_ex(0.5 * (inner + inner.T))
+    if int(info) != 0:
+        raise DataError("Woodbury downdate: I - U R U^T is not positive definite, so the forgotten statistics are "
+                        "not part of the sums behind R (wrong client, task or class?); if they are, rounding ate "
+                        f"the margin: raise strategy.gamma (now {gamma}) or use the downdate of the sums")
     r_new = r + ru @ torch.cholesky_solve(ru.T, factor)
     r_new = 0.5 * (r_new + r_new.T)
     w_new = weight.double() + r_new @ (forget.gram.double() @ weight.double() - forget.cross.double())

@@ -19,6 +19,7 @@ from fedcl.analytic import (
     statistics,
 )
 from fedcl.analytic.privacy import clip_rows
+from fedcl.checkpoint import rng_state
 from fedcl.errors import ConfigError, DataError
 from fedcl.models import ConvNet
 from fedcl.trainer import evaluate
@@ -163,7 +164,7 @@ def test_load_backbone_from_a_run_file_or_a_state_dict(tmp_path: Path) -> None:
     # Prepare
     stream = synthetic_stream(num_clients=1)
     trained, fresh = frozen_backbone(stream, seed=1), frozen_backbone(stream, seed=2)
-    torch.save({"arrays": trained.state_dict(), "strategy": {}}, tmp_path / "final.pt")
+    torch.save({"arrays": trained.state_dict(), "rng": rng_state(), "round": 3}, tmp_path / "final.pt")
     torch.save(trained.state_dict(), tmp_path / "plain.pt")
     for name in ("final.pt", "plain.pt"):
         m = copy.deepcopy(fresh)

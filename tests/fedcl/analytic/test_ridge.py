@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 import numpy as np
@@ -68,14 +69,25 @@ def test_cholesky_solve_is_backward_stable_where_an_explicit_inverse_loses_digit
     assert err_inv > 1e3 * err_chol
 
 
-def test_not_positive_definite_names_gamma() -> None:
-    # Prepare: 5 samples in 20 dimensions: X^T X has rank 5
+def _suggested_gamma(err: pytest.ExceptionInfo[ConfigError]) -> float:
+    match = re.search(r"raise strategy\.gamma above ([0-9.eE+-]+)", str(err.value))
+    assert match, str(err.value)
+    return float(match.group(1))
+
+
+def test_not_positive_definite_names_gamma_and_a_gamma_that_works() -> None:
+    # Prepare: 5 samples in 20 dimensions (rank 5), and a noisy Gram with eigenvalues down to -5
     x, y = _data(n=5)
-    stats = statistics(x, y, 5)
-    # Execute / Assert
-    with pytest.raises(ConfigError, match=r"strategy\.gamma.*positive definite.*raise strategy\.gamma"):
-        solve_ridge(stats, gamma=0.0)
-    assert solve_ridge(stats, gamma=1e-3).isfinite().all()
+    low_rank = statistics(x, y, 5)
+    big_x, big_y = _data()
+    noisy = statistics(big_x, big_y, 5)
+    noisy.gram = noisy.gram - 5.0 * torch.eye(20, dtype=torch.float64) - noisy.gram.diagonal().min() * torch.eye(20)
+    for stats, gamma in ((low_rank, 0.0), (noisy, 1.0)):
+        # Execute
+        with pytest.raises(ConfigError, match=r"strategy\.gamma.*positive definite.*raise strategy\.gamma") as err:
+            solve_ridge(stats, gamma=gamma)
+        # Assert: the gamma the message suggests is enough
+        assert solve_ridge(stats, gamma=_suggested_gamma(err)).isfinite().all()
 
 
 @pytest.mark.parametrize("gamma", [-1.0, float("nan"), float("inf"), True])
@@ -136,7 +148,7 @@ def test_woodbury_refuses_data_that_was_never_learned() -> None:
     total = statistics(x[:50], y[:50], 5)
     alien = statistics(10.0 * x[50:], y[50:], 5)
     # Execute / Assert
-    with pytest.raises(ConfigError, match="Woodbury"):
+    with pytest.raises(DataError, match="Woodbury"):
         woodbury_forget(ridge_inverse(total, 0.5), solve_ridge(total, 0.5), alien, 0.5)
 
 
