@@ -10,6 +10,7 @@ import importlib
 import pkgutil
 from typing import Any
 
+from fedcl.data.streams import SCENARIOS
 from fedcl.errors import ConfigError
 from fedcl.methods.base import CLMethod, TaskContext
 
@@ -34,6 +35,32 @@ def method_class(name: str) -> type[CLMethod]:
     raise ConfigError("method.name", name, f"fedcl/methods/{name}.py defines no CLMethod named '{name}'")
 
 
+def check_compatibility(method_name: str, scenario: str, blurry: bool) -> None:
+    """Refuse a method on a stream it does not declare (``scenarios`` / ``blurry`` of its class).
+
+    Raises
+    ------
+    ConfigError
+        Naming the method, the scenario (and blurry boundaries) and what the method supports.
+    """
+    if scenario not in SCENARIOS:
+        raise ConfigError("stream.scenario", scenario, f"one of {list(SCENARIOS)}")
+    cls = method_class(method_name)
+    supported = [s for s in SCENARIOS if s in cls.scenarios]
+    what = f"method '{method_name}' supports {supported or 'no scenario (it declares none)'}"
+    if scenario not in cls.scenarios:
+        raise ConfigError(
+            "method.name", method_name,
+            f"{what}, not stream.scenario={scenario}; pick one of those scenarios or another method",
+        )  # fmt: skip
+    if blurry and not cls.blurry:
+        raise ConfigError(
+            "method.name", method_name,
+            f"{what} but not blurry task boundaries (stream.blurry) on {scenario}; set stream.blurry=null "
+            "or pick another method",
+        )  # fmt: skip
+
+
 def build_method(name: str, params: dict[str, Any] | None = None) -> CLMethod:
     """Instantiate the method ``name`` with keyword ``params`` from its YAML."""
     cls = method_class(name)
@@ -43,4 +70,4 @@ def build_method(name: str, params: dict[str, Any] | None = None) -> CLMethod:
         raise ConfigError(f"method.params ({name})", params, f"unknown or missing parameter: {exc}") from exc
 
 
-__all__ = ["CLMethod", "TaskContext", "available_methods", "method_class", "build_method"]
+__all__ = ["CLMethod", "TaskContext", "available_methods", "method_class", "build_method", "check_compatibility"]

@@ -34,6 +34,8 @@ class ErEwc(CLMethod):
     """
 
     name = "er_ewc"
+    scenarios = frozenset({"class_incremental", "task_incremental", "domain_permuted"})
+    blurry = True
 
     def __init__(
         self,
