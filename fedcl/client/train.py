@@ -77,6 +77,7 @@ def task_context(msg: Message, instr: Instruction, ws: Workspace, seen: list[int
         multi_head=stream.multi_head,
         payload={k: v for k, v in msg.content.items() if k not in (keys.ARRAYS, keys.CONFIG)},
         task_data=data,
+        classes_of=lambda t: list(stream.tasks[t].classes),
     )
 
 

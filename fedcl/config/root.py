@@ -116,11 +116,20 @@ def _req(cond: bool, key: str, value: Any, allowed: str) -> None:
 
 def check_combinations(cfg: Config) -> None:
     """Every cross-section rule, in the order a reader would check them."""
+    _methods(cfg)
     _federation(cfg)
     _strategy(cfg)
     _schedule(cfg)
     _privacy(cfg)
     _unlearning(cfg)
+
+
+def _methods(cfg: Config) -> None:
+    """Every local method supports the stream's scenario (and its blurry boundaries) by its own declaration."""
+    from fedcl.methods import check_compatibility
+
+    for name in cfg.method_names:
+        check_compatibility(name, cfg.stream.scenario, cfg.stream.blurry is not None)
 
 
 def _federation(cfg: Config) -> None:

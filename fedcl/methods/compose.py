@@ -48,6 +48,18 @@ class Composite(CLMethod):
         for m in self.parts.values():
             m.after_backward(ctx)
 
+    def after_step(self, ctx: TaskContext) -> None:
+        for m in self.parts.values():
+            m.after_step(ctx)
+
+    def train_data(self, ctx: TaskContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The data of the first part that supplies the round's data (``joint``); ``None`` if none does."""
+        for m in self.parts.values():
+            data = m.train_data(ctx)
+            if data is not None:
+                return data
+        return None
+
     def after_round(self, ctx: TaskContext) -> None:
         for m in self.parts.values():
             m.after_round(ctx)

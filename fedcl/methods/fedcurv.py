@@ -44,6 +44,8 @@ class FedCurv(CLMethod):
     """
 
     name = "fedcurv"
+    scenarios = frozenset({"class_incremental", "task_incremental", "domain_permuted"})
+    blurry = True
 
     def __init__(self, lam: float = 1.0, fisher_samples: int = 256, min_fisher: float = 1e-12) -> None:
         self.lam = float(lam)

@@ -40,6 +40,8 @@ class GPM(CLMethod):
     """
 
     name = "gpm"
+    scenarios = frozenset({"class_incremental", "task_incremental", "domain_permuted"})
+    blurry = True
 
     def __init__(
         self,

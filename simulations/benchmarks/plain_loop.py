@@ -119,6 +119,7 @@ def _client_round(cfg: Config, stream: Stream, schedule: Schedule, device: torch
         generator=torch_generator(seed, "batches", c, rnd),
         multi_head=stream.multi_head, payload={},
         task_data=lambda t: tuple(z.to(device) for z in stream.client_data(t, c)),  # type: ignore[misc]
+        classes_of=lambda t: list(stream.tasks[t].classes),
     )
     if new_task:
         method.before_task(ctx)

@@ -91,7 +91,9 @@ def _round(run: Run, rnd: int) -> None:
     extra: dict[str, Any] = {
         "num_clients": len(messages), "failures": failures,
         **strategy.round_faults.as_row(), "round_attempts": attempts,
-        "train_loss": train_metrics.get(keys.TRAIN_LOSS) if train_metrics is not None else None, **state_bytes,
+        "train_loss": train_metrics.get(keys.TRAIN_LOSS) if train_metrics is not None else None,
+        # every client metric, averaged by num-examples over the clients that report it (ema-beta-mean, ...)
+        "client_metrics": dict(train_metrics) if train_metrics is not None else {}, **state_bytes,
         "bytes_up": strategy.bytes_up - up0, "bytes_down": strategy.bytes_down - down0,
         "seconds": time.perf_counter() - t0,
     }

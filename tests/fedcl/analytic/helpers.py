@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from fedcl.analytic import RandomExpansion, backbone_dim, features
+from fedcl.config import validate_section
+from fedcl.config.schema import Stream as StreamConfig
 from fedcl.data import Stream, build_stream
 from fedcl.models import MLP
 
@@ -26,7 +28,7 @@ def synthetic_stream(scenario: str = "class_incremental", num_clients: int = 4, 
         "synthetic": {"num_classes": 6, "image_shape": [1, 8, 8], "train_per_class": 120,
                       "test_per_class": 60, "noise": 1.5, "seed": 3},
     }
-    return build_stream(cfg, num_clients, seed)
+    return build_stream(validate_section(StreamConfig, cfg, "stream"), num_clients, seed)
 
 
 def frozen_backbone(stream: Stream, seed: int = 11, dropout: float = 0.0) -> MLP:

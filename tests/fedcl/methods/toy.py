@@ -99,12 +99,16 @@ def run_two_tasks(
             method.load_state_dict(state)
             if r == 0:
                 method.before_task(ctx)
-            cfg = TrainConfig(lr=lr, local_epochs=epochs, batch_size=32, momentum=0.0, weight_decay=0.0,
-                              proximal_mu=0.0)
-            train_local(method, ctx, cfg)
+            train_local(method, ctx, sgd(lr, 32, epochs))
             if ctx.last_round_of_task:
                 method.after_task(ctx)
             state = method.state_dict()
         if task == 0:
             accs["a00"] = acc(0)
     return ToyResult(accs["a00"], acc(0), acc(1))
+
+
+def sgd(lr: float, batch_size: int, local_epochs: int = 1) -> TrainConfig:
+    """Plain SGD settings: no momentum, no weight decay, no proximal term."""
+    return TrainConfig(lr=lr, local_epochs=local_epochs, batch_size=batch_size, momentum=0.0, weight_decay=0.0,
+                       proximal_mu=0.0)
