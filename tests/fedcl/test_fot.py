@@ -65,3 +65,59 @@ def test_update_bases_grows_and_raises_eps() -> None:
     state.update_bases({"l": Y}, {"l": 10.0}, total_examples=10.0)
     assert 1 <= state.basis_dims()["l"] <= 5
     assert abs(state.eps - 0.92) < 1e-9
+
+
+def test_fedproject_keeps_old_weights_inside_span_and_takes_fedavg_outside_by_hand() -> None:
+    # Prepare: layer "l" with d = 3 and basis U = e_0; W (round start) and the plain average W_bar
+    state = FOTState(bases={"l": torch.eye(3)[:, :1]})
+    W = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    W_bar = torch.tensor([[0.5, 1.0, -1.0], [2.0, 7.0, 0.0]])
+    # Execute
+    out = state.project({"l.weight": W, "l.bias": torch.zeros(2)}, {"l.weight": W_bar, "l.bias": torch.ones(2)})
+    # Assert: Delta = W - W_bar, Delta_proj = Delta with column 0 removed, W - Delta_proj:
+    # the input direction e_0 keeps W (the part inside span(U) is removed from the update),
+    # every other direction takes FedAvg's W_bar exactly (the update outside span(U) is FedAvg's)
+    want = torch.tensor([[1.0, 1.0, -1.0], [4.0, 7.0, 0.0]])
+    assert torch.equal(out["l.weight"], want)
+    assert torch.equal(out["l.bias"], torch.ones(2))  # not projected: the plain average
+
+
+def test_fedproject_with_an_oblique_basis_matches_the_formula_and_moves_the_weights() -> None:
+    # Prepare: U spans (e_0 + e_1) / sqrt(2) in R^3
+    u = torch.tensor([[1.0], [1.0], [0.0]]) / 2**0.5
+    state = FOTState(bases={"l": u})
+    W = torch.tensor([[2.0, 0.0, 1.0]])
+    W_bar = torch.tensor([[0.0, 0.0, 3.0]])
+    # Execute
+    out = state.project({"l.weight": W}, {"l.weight": W_bar})["l.weight"]
+    # Assert: Delta = [2, 0, -2]; Delta u u^T = [1, 1, 0]; Delta_proj = [1, -1, -2]; W - Delta_proj = [1, 1, 3]
+    torch.testing.assert_close(out, torch.tensor([[1.0, 1.0, 3.0]]), rtol=0, atol=1e-6)
+    # the global update W - out is orthogonal to u, non-zero, and equals FedAvg's update W - W_bar off span(u)
+    update = W - out
+    assert float(update.abs().sum()) > 1.0
+    torch.testing.assert_close(update @ u, torch.zeros(1, 1), rtol=0, atol=1e-6)
+    off = torch.eye(3) - u @ u.T
+    torch.testing.assert_close(update @ off, (W - W_bar) @ off, rtol=0, atol=1e-6)
+
+
+def test_update_bases_divides_the_ratio_sum_by_the_examples() -> None:
+    # Prepare: s^2 shares 0.5, 0.3, 0.15, 0.05; sum n_i r_i = 8 over 10 examples -> r_bar = 0.8
+    Y = np.diag(np.sqrt([50.0, 30.0, 15.0, 5.0, 0.0])).astype(np.float32)
+    state = FOTState(bases={}, eps=0.9)
+    # Execute
+    state.update_bases({"l": Y}, {"l": 8.0}, total_examples=10.0)
+    # Assert: eps' = (0.8 - 0.1) / 0.8 = 0.875 -> k = 3 (0.8 <= 0.875 < 0.95); the first three axes
+    U = state.bases["l"]
+    assert U.shape == (5, 3)
+    torch.testing.assert_close((U @ U.T).abs(), torch.diag(torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0])),
+                               rtol=0, atol=1e-6)
+
+
+def test_update_bases_without_examples_is_an_error() -> None:
+    state = FOTState(bases={})
+    try:
+        state.update_bases({"l": np.eye(2, dtype=np.float32)}, {"l": 1.0}, total_examples=0.0)
+    except ValueError as exc:
+        assert "no examples" in str(exc)
+    else:
+        raise AssertionError("update_bases accepted zero examples")

@@ -139,3 +139,15 @@ def test_project_gradients_in_place() -> None:
     bases = {"body.1": random_basis(6, 2)}
     project_gradients(model, bases)
     assert torch.linalg.norm(model.body[1].weight.grad @ bases["body.1"]) < 1e-6
+
+
+def test_grow_basis_divides_eps_prime_by_r_bar() -> None:
+    # Prepare: s^2 shares 0.5, 0.3, 0.15, 0.05 along e_1..e_4 of R^6
+    Y = torch.diag(torch.sqrt(torch.tensor([50.0, 30.0, 15.0, 5.0, 0.0, 0.0])))
+    # Execute / Assert: r_bar = 0.8, eps = 0.9 -> eps' = (0.8 - 0.1) / 0.8 = 0.875 -> k = 3
+    # (without the division eps' would be 0.7 -> k = 2)
+    assert grow_basis(empty_basis(6), Y, r_bar=0.8, eps=0.9).shape == (6, 3)
+    # r_bar = 0.4, eps = 0.9 -> eps' = 0.75 -> k = 2; undivided 0.3 -> k = 1
+    assert grow_basis(empty_basis(6), Y, r_bar=0.4, eps=0.9).shape == (6, 2)
+    # r_bar = 0.05 < 1 - eps -> eps' < 0: the basis already explains enough, nothing is added
+    assert grow_basis(empty_basis(6), Y, r_bar=0.05, eps=0.9).shape == (6, 0)

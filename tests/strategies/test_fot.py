@@ -120,3 +120,49 @@ def test_fot_with_a_robust_aggregator_ignores_a_poisoned_client_and_still_projec
     delta = torch.from_numpy(new["fc.weight"].numpy())
     assert float(delta.abs().max()) < 10.0
     assert torch.linalg.norm(weight_view(delta) @ strategy.fot.bases["fc"]) <= 1e-5 * torch.linalg.norm(delta)
+
+
+def test_round_update_is_fedavgs_outside_the_bases_and_zero_inside_by_hand(message_identity: None) -> None:
+    # Prepare: basis span(e_0, e_1) of the 6 inputs; a non-zero global model W; three clients
+    # with 10, 30 and 20 examples (so FedAvg's average W_bar is a weighted mean)
+    strategy = make_fot()
+    strategy.fot.bases = {"fc": torch.eye(D_IN)[:, :2].contiguous()}
+    W = np.arange(D_OUT * D_IN, dtype=np.float64).reshape(D_OUT, D_IN) / 4.0
+    w0 = arrays_of(W, np.ones(D_OUT))
+    msgs = list(strategy.configure_train(3, w0, ConfigRecord(), GPSEGrid(np.eye(D_IN)[:, :2])))
+    sizes = [10, 30, 20]
+    client_w = [np.full((D_OUT, D_IN), v) for v in (2.0, -1.0, 4.0)]
+    client_b = [np.full(D_OUT, v) for v in (1.0, 3.0, -3.0)]
+    replies = [
+        Message(RecordDict({keys.ARRAYS: arrays_of(w, b), keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: n})}),
+                reply_to=m)
+        for m, w, b, n in zip(msgs, client_w, client_b, sizes, strict=True)
+    ]
+    # Execute
+    new, _ = strategy.aggregate_train(3, replies)
+    # Assert: W_bar = (10 * 2 - 30 * 1 + 20 * 4) / 60 = 7/6 everywhere; the inputs e_0, e_1 keep W,
+    # the other inputs take W_bar exactly; the bias (not projected) is FedAvg's (10 + 90 - 60) / 60
+    assert new is not None
+    got = new["fc.weight"].numpy()
+    np.testing.assert_allclose(got[:, :2], W[:, :2], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got[:, 2:], np.full((D_OUT, D_IN - 2), 7.0 / 6.0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(new["fc.bias"].numpy(), np.full(D_OUT, 40.0 / 60.0), rtol=0, atol=1e-6)
+    assert strategy.projection_seconds > 0.0
+
+
+def test_no_projection_before_the_first_basis(message_identity: None) -> None:
+    # Prepare: task 0, no basis yet
+    strategy = make_fot()
+    w0 = arrays_of(np.ones((D_OUT, D_IN)), np.zeros(D_OUT))
+    msgs = list(strategy.configure_train(1, w0, ConfigRecord(), GPSEGrid(np.eye(D_IN)[:, :2])))
+    replies = [
+        Message(RecordDict({keys.ARRAYS: arrays_of(np.full((D_OUT, D_IN), float(i)), np.zeros(D_OUT)),
+                            keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 10})}), reply_to=m)
+        for i, m in enumerate(msgs)
+    ]
+    # Execute
+    new, _ = strategy.aggregate_train(1, replies)
+    # Assert: FedAvg's mean (0 + 1 + 2) / 3 everywhere, untouched
+    assert new is not None
+    np.testing.assert_allclose(new["fc.weight"].numpy(), np.ones((D_OUT, D_IN)), rtol=0, atol=1e-6)
+    assert strategy.projection_seconds == 0.0
