@@ -133,6 +133,7 @@ class FedResult:
     acc: list[list[float]]
     states: list[dict]
     model: nn.Module
+    snapshots: list[dict[str, torch.Tensor]]  # the global weights after each task
 
     @property
     def forgetting(self) -> float:
@@ -205,6 +206,7 @@ def run_federated(
     payload: dict = {}
     test = [task_fn(t, 400, seed + 999) for t in range(num_tasks)]
     acc: list[list[float]] = []
+    snapshots: list[dict[str, torch.Tensor]] = []
     rnd = 0
     for task in range(num_tasks):
         seen.append(task)
@@ -239,7 +241,8 @@ def run_federated(
             evaluate(global_model, *test[j], task_id=j, multi_head=multi_head, task_classes=[2 * j, 2 * j + 1])[1]
             for j in range(num_tasks)
         ])  # fmt: skip
-    return FedResult(acc, states, global_model)
+        snapshots.append({k: v.detach().clone() for k, v in global_model.state_dict().items()})
+    return FedResult(acc, states, global_model, snapshots)
 
 
 def make_ctx(model: nn.Module, task_id: int, x: torch.Tensor, y: torch.Tensor, **kw: object) -> TaskContext:
