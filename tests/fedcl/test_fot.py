@@ -121,3 +121,39 @@ def test_update_bases_without_examples_is_an_error() -> None:
         assert "no examples" in str(exc)
     else:
         raise AssertionError("update_bases accepted zero examples")
+
+
+def test_gpse_ratio_and_sketch_against_a_partial_basis_by_hand() -> None:
+    # Prepare: a linear first layer sees x itself; the basis holds e_0 of R^4
+    model = MLP((4,), 3, hidden=[5])
+    x = torch.randn(12, 4, generator=torch.Generator().manual_seed(0))
+    bases = {"body.1": np.eye(4, dtype=np.float32)[:, :1]}
+    # Execute: max_samples >= n, so the seeded subset is a permutation of every sample
+    sketches, stats = gpse_statistics(model, x, bases, sketch_factor=2, max_samples=50,
+                                      generator=torch.Generator().manual_seed(1))
+    # Assert: r = ||R|| / ||A|| with R = A without its e_0 row; n r summed; the sketch lies in span(R)
+    A = x.T
+    want = float(torch.linalg.norm(A[1:])) / float(torch.linalg.norm(A))
+    assert stats[keys.NUM_EXAMPLES] == 12
+    assert abs(stats["body.1/ratio-weighted"] - 12 * want) < 1e-4
+    Y = sketches["body.1"]
+    assert Y.shape == (4, 8) and np.abs(Y[0]).max() < 1e-5 and np.abs(Y[1:]).max() > 0.1
+    assert abs(stats["head.heads.0/ratio-weighted"] - 12.0) < 1e-4  # no basis for the head yet
+
+
+def test_gpse_of_all_zero_inputs_has_ratio_zero() -> None:
+    model = MLP((3,), 2, hidden=[4])
+    _, stats = gpse_statistics(model, torch.zeros(5, 3), {}, generator=torch.Generator().manual_seed(0))
+    assert stats["body.1/ratio-weighted"] == 0.0
+
+
+def test_gpse_uses_a_random_subset_of_max_samples() -> None:
+    model = MLP((3,), 2, hidden=[4])
+    x = torch.zeros(10, 3)
+    x[0] = 1.0  # one sample carries all the energy
+    hits = 0
+    for seed in range(10):
+        sketches, stats = gpse_statistics(model, x, {}, max_samples=1, generator=torch.Generator().manual_seed(seed))
+        assert stats[keys.NUM_EXAMPLES] == 1
+        hits += int(np.abs(sketches["body.1"]).max() > 0)
+    assert 0 < hits < 10  # a different sample per seed, not always the first one

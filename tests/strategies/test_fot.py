@@ -166,3 +166,54 @@ def test_no_projection_before_the_first_basis(message_identity: None) -> None:
     assert new is not None
     np.testing.assert_allclose(new["fc.weight"].numpy(), np.ones((D_OUT, D_IN)), rtol=0, atol=1e-6)
     assert strategy.projection_seconds == 0.0
+
+
+class _FailingGrid(GPSEGrid):
+    def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
+        self.sent.extend(messages)
+        return []
+
+
+def test_gpse_query_content_and_traffic_accounting(message_identity: None) -> None:
+    # Prepare: a basis already holds e_0; the clients' inputs live in span(e_0, e_1)
+    strategy = make_fot()
+    strategy.fot.bases = {"fc": torch.eye(D_IN)[:, :1].contiguous()}
+    grid = GPSEGrid(np.eye(D_IN)[:, :2])
+    w0 = arrays_of(np.ones((D_OUT, D_IN)), np.zeros(D_OUT))
+    # Execute
+    strategy.on_task_end(2, 0, w0, grid)
+    # Assert: every client of task 0 is asked with its id, the task, the round, the model and the old bases
+    configs = [m.content[keys.CONFIG] for m in grid.sent]
+    assert sorted(int(c[keys.CLIENT_ID]) for c in configs) == [0, 1, 2]
+    assert all(int(c[keys.TASK_ID]) == 0 and int(c[keys.SERVER_ROUND]) == 2 for c in configs)
+    sent_bases = grid.sent[0].content[keys.FOT_BASES]
+    np.testing.assert_array_equal(sent_bases["fc"].numpy(), np.eye(D_IN, dtype=np.float32)[:, :1])
+    np.testing.assert_array_equal(grid.sent[0].content[keys.ARRAYS]["fc.weight"].numpy(), np.ones((D_OUT, D_IN)))
+    assert strategy.bytes_down == 3 * (w0.count_bytes() + sent_bases.count_bytes())
+    assert strategy.bytes_up == strategy.sketch_bytes > 3 * D_IN * D_IN * 4 and strategy.gpse_seconds > 0
+    # the basis grew by e_1 only (r_bar = 1, e_0 was already there) and eps rose by d_eps
+    U = strategy.fot.bases["fc"]
+    assert U.shape[1] == 2
+    np.testing.assert_allclose((U @ U.T).numpy(), np.diag([1.0, 1.0, 0, 0, 0, 0]), atol=1e-5)
+
+
+def test_gpse_without_any_reply_is_a_round_error(message_identity: None) -> None:
+    from fedcl.errors import RoundError
+
+    strategy = make_fot()
+    with pytest.raises(RoundError, match="no client gave a sound GPSE reply"):
+        strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), _FailingGrid(np.eye(D_IN)))
+    assert strategy.fot.bases == {}
+
+
+def test_fot_counters_round_trip_and_default(message_identity: None) -> None:
+    strategy = make_fot()
+    strategy.gpse_seconds, strategy.projection_seconds, strategy.sketch_bytes = 1.5, 0.25, 1234
+    state = strategy.state_dict()
+    restored = make_fot()
+    restored.load_state_dict(state)
+    assert (restored.gpse_seconds, restored.projection_seconds, restored.sketch_bytes) == (1.5, 0.25, 1234)
+    assert state["fot"]["eps"] == strategy.fot.eps and state["basis_dims"] == {}
+    del state["gpse_seconds"], state["projection_seconds"], state["sketch_bytes"]
+    restored.load_state_dict(state)
+    assert (restored.gpse_seconds, restored.projection_seconds, restored.sketch_bytes) == (0.0, 0.0, 0)
