@@ -117,3 +117,19 @@ def test_no_projection_without_conflict() -> None:
     method.after_backward(ctx)
     assert torch.equal(flat_grad(list(model.parameters())), before)
     assert ctx.metrics["agem-projected"] == 0.0
+
+
+def test_projection_is_exactly_g_minus_its_component_along_g_ref() -> None:
+    model = make_model(0)
+    x0, y0 = toy_task(0, 64, seed=0)
+    x1, y1 = toy_task(1, 32, seed=0)
+    method = AGEM(buffer_size=64, ref_batch_size=64)  # the whole memory: g_ref is the memory's full gradient
+    method.buffer.add(x0, y0, torch.zeros_like(y0))
+    ctx = make_ctx(model, 1, x1, y1)
+    params = list(model.parameters())
+    F.cross_entropy(model(x1), y1).backward()
+    g = flat_grad(params).clone()
+    g_ref = torch.cat([r.reshape(-1) for r in torch.autograd.grad(F.cross_entropy(model(x0), y0), params)])
+    method.after_backward(ctx)
+    torch.testing.assert_close(flat_grad(params), g - torch.dot(g, g_ref) / torch.dot(g_ref, g_ref) * g_ref)
+    assert AGEM(ref_batch_size=0).after_backward(ctx) is None  # disabled: nothing read or changed

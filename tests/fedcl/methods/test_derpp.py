@@ -7,6 +7,8 @@ import torch
 from torch.nn import functional as F
 
 from fedcl.methods.derpp import DERPP
+from fedcl.models import MLP
+from fedcl.trainer import task_logits
 from tests.fedcl.methods.baselines import naive_multi_head, naive_toy, run_capture
 from tests.fedcl.methods.test_ema import assert_state_equal
 from tests.fedcl.methods.toy import make_ctx, make_model, run_two_tasks, toy_task
@@ -93,3 +95,28 @@ def test_alpha_ablation_changes_the_training() -> None:
         models[alpha] = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     # Assert: the alpha term moved the weights
     assert float((models[0.0] - models[0.3]).abs().max()) > 1e-3
+
+
+def test_no_replay_without_replay_batch_and_no_storage_without_buffer() -> None:
+    method, model, _, _, _ = _filled(0.3, 0.5)
+    method.replay_batch_size = 0
+    x1, y1 = toy_task(1, 4, seed=0)
+    logits = model(x1)
+    base = F.cross_entropy(logits, y1)
+    assert method.loss(logits, y1, base, make_ctx(model, 1, x1, y1, batch_x=x1)) is base
+    none = DERPP(buffer_size=0)
+    assert none.loss(logits, y1, base, make_ctx(model, 1, x1, y1, batch_x=x1)) is base
+    assert none.buffer.is_empty
+
+
+def test_multi_head_stores_the_raw_head_output() -> None:
+    torch.manual_seed(0)
+    model = MLP((8,), 4, hidden=[5], num_heads=2)
+    method = DERPP(buffer_size=10)
+    x = torch.randn(3, 8)
+    y = torch.tensor([2, 3, 2])
+    ctx = make_ctx(model, 1, x, y, batch_x=x, multi_head=True)
+    masked = task_logits(model, x, 1, True, [2, 3])
+    method.loss(masked, y, F.cross_entropy(masked, y), ctx)
+    assert method.buffer.logits is not None
+    torch.testing.assert_close(method.buffer.logits, model(x, 1).detach())  # finite, unmasked

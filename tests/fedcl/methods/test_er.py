@@ -92,3 +92,30 @@ def test_single_head_loss_is_the_trainers_joint_cross_entropy() -> None:
     logits = c1.model(bx)
     base = F.cross_entropy(logits, by)
     assert method.loss(logits, by, base, c1) is base
+
+
+def test_no_replay_and_no_memory_when_sizes_are_zero() -> None:
+    c0, c1 = _ctx(0), _ctx(1)
+    no_replay = ER(buffer_size=10, replay_batch_size=0)
+    no_replay.adapt_batch(c0.x, c0.y, c0)
+    bx, _ = no_replay.adapt_batch(c1.x, c1.y, c1)
+    assert bx.shape[0] == 16 and len(no_replay.buffer) == 10 and no_replay.buffer.seen == 32
+    no_memory = ER(buffer_size=0)
+    no_memory.adapt_batch(c0.x, c0.y, c0)
+    bx, _ = no_memory.adapt_batch(c1.x, c1.y, c1)
+    assert bx.shape[0] == 16 and no_memory.buffer.is_empty
+
+
+def test_replayed_rows_are_buffer_samples_with_their_labels() -> None:
+    method = ER(buffer_size=16, replay_batch_size=5)
+    c0, c1 = _ctx(0), _ctx(1)
+    method.adapt_batch(c0.x, c0.y, c0)
+    bx, by = method.adapt_batch(c1.x, c1.y, c1)
+    assert torch.equal(bx[:16], c1.x) and torch.equal(by[:16], c1.y)
+    for xi, yi in zip(bx[16:], by[16:], strict=True):
+        row = (c0.x == xi).all(dim=1).nonzero()
+        assert row.numel() == 1 and int(c0.y[row[0, 0]]) == int(yi)
+    assert method._replay_tids is not None and method._replay_tids.tolist() == [0] * 5
+    fresh = ER(buffer_size=16)
+    fresh.load_state_dict({})  # a first round: no buffer in the state
+    assert fresh.buffer.is_empty
