@@ -96,3 +96,23 @@ def test_negative_path_gives_no_importance() -> None:
         model.weight.add_(1.0)
     method.after_task(ctx)
     torch.testing.assert_close(method.omega["weight"], torch.tensor([[0.0, 1.0]]))
+
+
+def test_path_starts_when_restored_mid_task_and_counts_the_full_gradient_without_penalty() -> None:
+    # a method rebuilt without before_task (no path yet) starts the integral at the first step;
+    # with si_c = 0 there is no penalty, so the whole gradient is the task's
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    method = SI(si_c=0.0)
+    method.omega = {"weight": torch.tensor([[5.0]])}
+    method.anchor = {"weight": torch.tensor([[0.0]])}
+    ctx = make_ctx(model, 1, torch.zeros(1, 1), torch.zeros(1))
+    loss = method.loss(torch.zeros(1), torch.zeros(1), (model.weight**2).sum(), ctx)  # gradient 2w = 2
+    loss.backward()
+    method.after_backward(ctx)
+    with torch.no_grad():
+        model.weight -= 0.25 * model.weight.grad  # w: 1 -> 0.5
+    method.after_round(ctx)
+    torch.testing.assert_close(method.path["weight"], torch.tensor([[1.0]]))  # -2 * (0.5 - 1)
+    torch.testing.assert_close(method.task_start["weight"], torch.tensor([[1.0]]))
