@@ -157,3 +157,35 @@ def test_gpse_uses_a_random_subset_of_max_samples() -> None:
         assert stats[keys.NUM_EXAMPLES] == 1
         hits += int(np.abs(sketches["body.1"]).max() > 0)
     assert 0 < hits < 10  # a different sample per seed, not always the first one
+
+
+def test_gpse_is_a_function_of_its_generator_and_limits() -> None:
+    # Prepare: a conv model (many patch columns) and 600 samples
+    from fedcl.models import ConvNet
+
+    torch.manual_seed(0)
+    model = ConvNet((1, 8, 8), 3, channels=[2], hidden=4)
+    x = torch.randn(600, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    def run(**kw: object) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        torch.manual_seed(int(kw.pop("global_seed", 0)))  # type: ignore[call-overload]
+        return gpse_statistics(model, x, {}, generator=torch.Generator().manual_seed(5), **kw)  # type: ignore[arg-type]
+
+    # Execute / Assert: the global RNG plays no part
+    a, sa = run(global_seed=0)
+    b, _ = run(global_seed=1)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    # defaults: 500 samples and at most 20,000 of their 500 * 64 patch columns
+    assert sa[keys.NUM_EXAMPLES] == 500
+    c, _ = run(max_samples=500, max_columns=20_000, batch_size=256)
+    assert all(np.array_equal(a[k], c[k]) for k in a)
+    # max_columns caps the columns behind each sketch: one column, a rank-one sketch
+    d, _ = run(max_columns=1)
+    assert np.linalg.matrix_rank(d["body.0"].astype(np.float64), tol=1e-6) == 1
+
+
+def test_gpse_accepts_float64_bases() -> None:
+    model = MLP((4,), 3, hidden=[5])
+    bases = {"body.1": np.eye(4)[:, :2]}  # float64, as a restored checkpoint might hold
+    sketches, stats = gpse_statistics(model, torch.randn(8, 4), bases, generator=torch.Generator().manual_seed(0))
+    assert sketches["body.1"].dtype == np.float32 and np.abs(sketches["body.1"][:2]).max() < 1e-5
