@@ -170,3 +170,20 @@ def test_stability_gap_when_the_next_task_has_not_ended_later() -> None:
     gaps = stability_gap(ACC_ROUNDS, [3, 3, 5])
     assert math.isnan(gaps[0]) and gaps[1] == pytest.approx(0.70 - 0.35)
     assert math.isnan(gaps[2])
+
+
+def test_windows_start_after_the_tasks_end() -> None:
+    # task 0 was poor while being learnt (0.1), peaked at its end (0.9), then dropped to 0.8
+    acc = np.array([[0.1, NAN], [0.9, NAN], [0.8, 0.5], [0.85, 0.6]])
+    # rows after each end only: task 0 over rows 2..3 (0.8), task 1 (ended at row 2) over row 3 (0.6)
+    assert min_acc(acc, [1, 2]) == pytest.approx((0.8 + 0.6) / 2)
+    assert stability_gap(acc, [1, 2])[0] == pytest.approx(0.1)
+
+
+def test_per_round_metrics_read_json_nulls_as_nan() -> None:
+    # summary.json stores NaN as null: rows read back from it hold None
+    rows = [[v if not (isinstance(v, float) and math.isnan(v)) else None for v in row] for row in ACC_ROUNDS.tolist()]
+    assert min_acc(rows, ENDS) == pytest.approx(0.325)  # type: ignore[arg-type]
+    assert wc_acc(rows, ENDS) == pytest.approx(0.30 + 2 * 0.325 / 3)  # type: ignore[arg-type]
+    assert stability_gap(rows, ENDS)[:2] == pytest.approx([0.40, 0.35])  # type: ignore[arg-type]
+    assert summarise(A, B, rows, ENDS)["min_acc"] == pytest.approx(0.325)  # type: ignore[arg-type]
