@@ -118,7 +118,7 @@ def test_update_bases_without_examples_is_an_error() -> None:
     try:
         state.update_bases({"l": np.eye(2, dtype=np.float32)}, {"l": 1.0}, total_examples=0.0)
     except ValueError as exc:
-        assert "no examples" in str(exc)
+        assert str(exc) == "FOT: GPSE statistics with no examples"
     else:
         raise AssertionError("update_bases accepted zero examples")
 
@@ -189,3 +189,44 @@ def test_gpse_accepts_float64_bases() -> None:
     bases = {"body.1": np.eye(4)[:, :2]}  # float64, as a restored checkpoint might hold
     sketches, stats = gpse_statistics(model, torch.randn(8, 4), bases, generator=torch.Generator().manual_seed(0))
     assert sketches["body.1"].dtype == np.float32 and np.abs(sketches["body.1"][:2]).max() < 1e-5
+
+
+def test_project_with_an_empty_basis_is_the_plain_average_bit_for_bit() -> None:
+    # W - (W - W_bar) is not W_bar in float32 (1e8 - (1e8 - 1) rounds to 0): an empty basis must not project
+    state = FOTState(bases={"fc": empty_basis(2)})
+    old = {"fc.weight": torch.full((1, 2), 1e8)}
+    new = {"fc.weight": torch.ones(1, 2)}
+    assert torch.equal(state.project(old, new)["fc.weight"], new["fc.weight"])
+
+
+def test_project_touches_weight_entries_only() -> None:
+    # "fc.bias_v" shares the 7-character tail length of ".weight" with "fc": it must not be projected
+    state = FOTState(bases={"fc": torch.eye(2)[:, :1]})
+    old = {"fc.bias_v": torch.ones(1, 2), "fc.weight": torch.ones(1, 2)}
+    new = {"fc.bias_v": torch.zeros(1, 2), "fc.weight": torch.zeros(1, 2)}
+    out = state.project(old, new)
+    assert torch.equal(out["fc.bias_v"], torch.zeros(1, 2))
+    assert torch.equal(out["fc.weight"], torch.tensor([[1.0, 0.0]]))
+
+
+def test_update_bases_extends_the_existing_basis_and_caps_eps() -> None:
+    # Prepare: e_0 already protected; a wide sketch (d x 2d) of inputs in span(e_0, e_1)
+    state = FOTState(bases={"l": torch.eye(3)[:, :1].contiguous()}, eps=0.99, d_eps=0.05)
+    Y = np.zeros((3, 6), dtype=np.float32)
+    Y[0, 0], Y[1, 1] = 2.0, 1.0
+    # Execute
+    state.update_bases({"l": Y, "m": np.eye(2, dtype=np.float32)}, {"l": 5.0}, total_examples=5.0)
+    # Assert: e_0 stays the first column exactly, e_1 is added; no ratio for "m" -> r_bar 0, nothing added
+    U = state.bases["l"]
+    assert U.shape == (3, 2) and torch.equal(U[:, 0], torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(U[:, 1].abs(), torch.tensor([0.0, 1.0, 0.0]))
+    assert state.bases["m"].shape == (2, 0)
+    assert state.eps == 1.0  # 0.99 + 0.05 capped
+    state.update_bases({"l": Y}, {"l": 1.0}, total_examples=1.0)  # one example is enough
+
+
+def test_state_restores_float32_bases_and_both_thresholds() -> None:
+    restored = FOTState()
+    restored.load_state_dict({"bases": {"l": np.eye(3)[:, :1]}, "eps": 0.9, "d_eps": 0.02})
+    assert restored.bases["l"].dtype == torch.float32 and restored.d_eps == 0.02 and restored.eps == 0.9
+    assert FOTState(bases={"l": torch.eye(2)}).state_dict()["bases"]["l"].dtype == np.float32
