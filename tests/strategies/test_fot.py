@@ -12,6 +12,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from fedcl import keys
 from fedcl.config import compose
 from fedcl.data import build_schedule
+from fedcl.errors import RoundError
 from fedcl.subspace import weight_view
 from strategies.fot import FOT
 from tests.conftest import synthetic_overrides
@@ -198,10 +199,8 @@ def test_gpse_query_content_and_traffic_accounting(message_identity: None) -> No
 
 
 def test_gpse_without_any_reply_is_a_round_error(message_identity: None) -> None:
-    from fedcl.errors import RoundError
-
     strategy = make_fot()
-    with pytest.raises(RoundError, match="no client gave a sound GPSE reply"):
+    with pytest.raises(RoundError, match="no client gave a sound GPSE reply.*continue with resume=<run folder>"):
         strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), _FailingGrid(np.eye(D_IN)))
     assert strategy.fot.bases == {}
 
@@ -217,3 +216,68 @@ def test_fot_counters_round_trip_and_default(message_identity: None) -> None:
     del state["gpse_seconds"], state["projection_seconds"], state["sketch_bytes"]
     restored.load_state_dict(state)
     assert (restored.gpse_seconds, restored.projection_seconds, restored.sketch_bytes) == (0.0, 0.0, 0)
+
+
+class _TimeoutGrid(GPSEGrid):
+    def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
+        self.timeout = timeout
+        return super().send_and_receive(messages, timeout)
+
+
+def test_defaults_of_a_bare_fot() -> None:
+    from strategies.round_faults import RoundFaults
+
+    base = make_fot()
+    bare = FOT(schedule=base.schedule, run_config=base.run_config, num_clients=3)
+    assert (bare.fot.eps, bare.fot.d_eps, bare.fot.bases) == (0.96, 0.0, {})
+    assert (bare.sketch_factor, bare.gpse_max_samples) == (1, 500)
+    assert (bare.gpse_seconds, bare.projection_seconds, bare.sketch_bytes) == (0.0, 0.0, 0)
+    assert isinstance(bare.gpse_faults, RoundFaults) and bare._round_start is None
+    custom = FOT(schedule=base.schedule, run_config=base.run_config, num_clients=3, eps=0.9, d_eps=0.01,
+                 sketch_factor=2, gpse_max_samples=50)
+    assert (custom.fot.eps, custom.fot.d_eps, custom.sketch_factor, custom.gpse_max_samples) == (0.9, 0.01, 2, 50)
+
+
+def test_counters_accumulate_across_queries_and_rounds(message_identity: None) -> None:
+    # Prepare: counters already holding earlier tasks' totals; the query waits as long as a round
+    strategy = make_fot()
+    strategy.bytes_down, strategy.bytes_up, strategy.sketch_bytes = 1000, 2000, 3000
+    strategy.gpse_seconds, strategy.projection_seconds = 100.0, 200.0
+    strategy.reply_timeout = 7.5  # type: ignore[attr-defined]
+    grid = _TimeoutGrid(np.eye(D_IN)[:, :2])
+    w0 = arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT))
+    # Execute: a GPSE query, then a projected round
+    strategy.on_task_end(2, 0, w0, grid)
+    sent_bytes = strategy.bytes_up - 2000
+    msgs = list(strategy.configure_train(3, w0, ConfigRecord(), grid))
+    replies = [Message(RecordDict({keys.ARRAYS: arrays_of(np.ones((D_OUT, D_IN)), np.zeros(D_OUT)),
+                                   keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 10})}), reply_to=m) for m in msgs]
+    strategy.aggregate_train(3, replies)
+    # Assert
+    assert grid.timeout == 7.5
+    assert strategy.bytes_down > 1000 and sent_bytes > 3 * D_IN * D_IN * 4
+    assert strategy.sketch_bytes == 3000 + sent_bytes
+    assert 100.0 < strategy.gpse_seconds < 160.0 and 200.0 < strategy.projection_seconds < 260.0
+
+
+def test_aggregate_before_any_round_start_leaves_the_average_alone(message_identity: None) -> None:
+    strategy = make_fot()
+    strategy.fot.bases = {"fc": torch.eye(D_IN)[:, :2].contiguous()}
+    arrays = arrays_of(np.ones((D_OUT, D_IN)), np.zeros(D_OUT))
+    assert strategy.aggregate_extras(1, arrays, [], []) is arrays
+
+
+def test_gpse_replies_without_examples_are_refused(message_identity: None) -> None:
+    class NoExamples(GPSEGrid):
+        def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
+            out = []
+            for msg in messages:
+                content = RecordDict({keys.FOT_SKETCH: ArrayRecord({"fc": Array(np.eye(D_IN, dtype=np.float32))}),
+                                      keys.FOT_STATS: MetricRecord({"fc/ratio-weighted": 30.0})})
+                out.append(Message(content, reply_to=msg))
+            return out
+
+    strategy = make_fot()
+    with pytest.raises((ValueError, RoundError)):
+        strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), NoExamples(np.eye(D_IN)))
+    assert strategy.fot.bases == {}
