@@ -230,3 +230,9 @@ def test_state_restores_float32_bases_and_both_thresholds() -> None:
     restored.load_state_dict({"bases": {"l": np.eye(3)[:, :1]}, "eps": 0.9, "d_eps": 0.02})
     assert restored.bases["l"].dtype == torch.float32 and restored.d_eps == 0.02 and restored.eps == 0.9
     assert FOTState(bases={"l": torch.eye(2)}).state_dict()["bases"]["l"].dtype == np.float32
+
+
+def test_gpse_ratio_of_small_inputs_is_still_one_without_a_basis() -> None:
+    model = MLP((3,), 2, hidden=[4])
+    _, stats = gpse_statistics(model, torch.full((4, 3), 0.01), {}, generator=torch.Generator().manual_seed(0))
+    assert abs(stats["body.1/ratio-weighted"] - 4.0) < 1e-4  # ||A|| = 0.035 < 1, r = 1

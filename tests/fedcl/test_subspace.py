@@ -9,10 +9,12 @@ from torch.nn import functional as F
 
 from fedcl.models import MLP, ConvNet
 from fedcl.subspace import (
+    as_numpy_bases,
     empty_basis,
     grow_basis,
     layer_inputs,
     orthonormal_extend,
+    project_delta,
     project_gradients,
     project_update,
     projectable_layers,
@@ -255,3 +257,64 @@ def test_project_gradients_skips_layers_without_basis_or_gradient() -> None:
     assert torch.equal(head.weight.grad, before)  # no basis: untouched
     model.zero_grad(set_to_none=True)
     project_gradients(model, {"body.1": random_basis(6, 2)})  # no gradient: nothing to do, no error
+
+
+def test_a_model_with_a_plain_head_projects_it() -> None:
+    class Plain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Linear(3, 4)
+            self.head = nn.Linear(4, 2)  # no num_heads attribute: a single shared head
+
+    assert set(projectable_layers(Plain())) == {"body", "head"}
+
+
+def test_im2col_with_dilation_matches_conv2d() -> None:
+    conv = nn.Conv2d(2, 3, 3, padding=2, dilation=2, bias=False)
+    x = torch.randn(1, 2, 7, 7)
+    out = weight_view(conv.weight) @ unfold_input(conv, x)
+    ref = F.conv2d(x, conv.weight, padding=2, dilation=2)
+    np.testing.assert_allclose(out.reshape(ref.shape).detach().numpy(), ref.detach().numpy(), atol=1e-5)
+
+
+def test_bases_and_sketches_are_float32_whatever_the_default_dtype() -> None:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert empty_basis(3).dtype == torch.float32
+        R = torch.ones(2, 3, dtype=torch.float32)
+        assert sketch(R, 2, torch.Generator().manual_seed(0)).dtype == torch.float32
+    finally:
+        torch.set_default_dtype(previous)
+    assert as_numpy_bases({"l": torch.eye(2, dtype=torch.float64)})["l"].dtype == np.float32
+
+
+def test_sketch_default_block_is_8192_columns() -> None:
+    R = torch.randn(2, 8193, generator=torch.Generator().manual_seed(0))
+    want = sketch(R, 1, torch.Generator().manual_seed(1), block=8192)
+    assert torch.equal(sketch(R, 1, torch.Generator().manual_seed(1)), want)
+
+
+def test_threshold_rank_with_small_total_energy() -> None:
+    assert threshold_rank(torch.tensor([0.6, 0.3]), 0.5) == 1  # total energy 0.45 < 1 still counts
+
+
+def test_orthonormal_extend_tolerance_is_relative_to_the_largest_new_direction() -> None:
+    big = torch.tensor([[1000.0, 0.0], [0.0, 1e-3], [0.0, 0.0]])
+    assert orthonormal_extend(empty_basis(3), big).shape == (3, 1)  # 1e-3 < 1e-5 * 1000: dropped
+    small = torch.tensor([[1.0, 0.0], [0.0, 1.5e-5], [0.0, 0.0]])
+    assert orthonormal_extend(empty_basis(3), small).shape == (3, 2)  # 1.5e-5 > 1e-5 * max(1, 1): kept
+
+
+def test_grow_basis_adds_nothing_when_eps_prime_is_exactly_zero() -> None:
+    # r_bar = 1 - eps = 0.5 -> eps' = 0: the basis already explains the threshold
+    assert grow_basis(empty_basis(3), torch.eye(3), r_bar=0.5, eps=0.5).shape == (3, 0)
+
+
+def test_projection_keeps_the_updates_dtype_and_skips_non_weight_entries() -> None:
+    U = torch.tensor([[1.0], [0.0]])
+    delta = torch.tensor([[3.0, 4.0]], dtype=torch.float64)
+    out = project_delta(delta, U)
+    assert out.dtype == torch.float64 and out.tolist() == [[0.0, 4.0]]
+    same = project_update({"fc.bias_v": torch.tensor([[3.0, 4.0]])}, {"fc": U})  # not a ".weight" entry
+    assert same["fc.bias_v"].tolist() == [[3.0, 4.0]]
