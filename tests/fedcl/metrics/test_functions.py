@@ -187,3 +187,14 @@ def test_per_round_metrics_read_json_nulls_as_nan() -> None:
     assert wc_acc(rows, ENDS) == pytest.approx(0.30 + 2 * 0.325 / 3)  # type: ignore[arg-type]
     assert stability_gap(rows, ENDS)[:2] == pytest.approx([0.40, 0.35])  # type: ignore[arg-type]
     assert summarise(A, B, rows, ENDS)["min_acc"] == pytest.approx(0.325)  # type: ignore[arg-type]
+
+
+def test_summarise_with_one_row_or_malformed_parts() -> None:
+    one = summarise(A[:1], B, ACC_ROUNDS[:1], [1])  # after the first task, first round only
+    assert one["acc"] == pytest.approx(0.90) and one["forgetting"] == 0.0
+    assert one["wc_acc"] == pytest.approx(0.60) and one["min_acc"] is None
+    # no rows at all, or per-round data that is not a matrix: those metrics are None, not an error
+    none = summarise(np.zeros((0, 3)), B, np.zeros((0, 3)), [1])
+    assert none["acc"] is None and none["min_acc"] is None and none["stability_gap"] == []
+    flat = summarise(A, B, np.zeros(3), [0, 1])
+    assert flat["min_acc"] is None and flat["wc_acc"] is None and flat["stability_gap"] == []
