@@ -116,3 +116,69 @@ def test_path_starts_when_restored_mid_task_and_counts_the_full_gradient_without
     method.after_round(ctx)
     torch.testing.assert_close(method.path["weight"], torch.tensor([[1.0]]))  # -2 * (0.5 - 1)
     torch.testing.assert_close(method.task_start["weight"], torch.tensor([[1.0]]))
+
+
+def test_si_c_one_by_hand_loss_and_path() -> None:
+    # w = [0, 0], Omega = [2, 0.5], w* = [1, -1], si_c = 1, task loss 0.5 ||w - [3, 1]||^2, one step of lr 0.1
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.zero_()
+    method = SI(si_c=1.0)
+    method.omega = {"weight": torch.tensor([[2.0, 0.5]])}
+    method.anchor = {"weight": torch.tensor([[1.0, -1.0]])}
+    ctx = make_ctx(model, 1, torch.zeros(1, 2), torch.zeros(1))
+    method.before_task(ctx)
+    loss = method.loss(torch.zeros(1), torch.zeros(1), 0.5 * ((model.weight - torch.tensor([[3.0, 1.0]])) ** 2).sum(),
+                       ctx)
+    torch.testing.assert_close(loss.detach(), torch.tensor(5.0 + 2.5))  # base 5, penalty 2 * 1 + 0.5 * 1
+    loss.backward()
+    method.after_backward(ctx)
+    with torch.no_grad():
+        model.weight -= 0.1 * model.weight.grad  # gradient [-3, -1] + [-4, 1] -> w = [0.7, 0]
+    method.after_round(ctx)
+    torch.testing.assert_close(method.path["weight"], torch.tensor([[2.1, 0.0]]))  # -[-3, -1] * [0.7, 0]
+
+
+def test_fresh_state_parameters_without_gradient_and_reuse_after_task_end() -> None:
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.unused = nn.Parameter(torch.ones(1))  # before "used" in parameter order, never gets a gradient
+            self.used = nn.Parameter(torch.zeros(1))
+
+    assert SI().si_c == 0.5 and SI().xi == 0.1
+    assert SI().state_dict() == {"omega": {}, "anchor": {}, "path": {}, "task_start": {}}
+    base = torch.tensor(1.0)
+    assert SI(si_c=2.0).loss(torch.zeros(1), torch.zeros(1), base, None) is base  # type: ignore[arg-type]
+    model = Two()
+    method = SI(si_c=1.0, xi=0.5)
+    ctx = make_ctx(model, 0, torch.zeros(1, 1), torch.zeros(1))
+    method.before_task(ctx)
+    for _ in range(2):
+        model.zero_grad(set_to_none=True)
+        ((model.used - 2.0) ** 2).sum().backward()  # gradient 2 (w - 2)
+        method.after_backward(ctx)
+        with torch.no_grad():
+            model.used -= 0.25 * model.used.grad
+    method.after_round(ctx)
+    # w: 0 -> 1 -> 1.5; path = 4 * 1 + 2 * 0.5 = 5; the parameter without gradient gathers nothing
+    torch.testing.assert_close(method.path["used"], torch.tensor([5.0]))
+    torch.testing.assert_close(method.path["unused"], torch.tensor([0.0]))
+    method.after_task(ctx)
+    torch.testing.assert_close(method.omega["used"], torch.tensor([5.0 / (1.5**2 + 0.5)]))
+    # the same object keeps working after the task end: its penalty is active at once
+    assert float(method.loss(torch.zeros(1), torch.zeros(1), torch.tensor(0.0), ctx).detach()) == 0.0
+    with torch.no_grad():
+        model.used += 1.0
+    assert float(method.loss(torch.zeros(1), torch.zeros(1), torch.tensor(0.0), ctx).detach()) > 0.0
+
+
+def test_task_end_without_a_recorded_start_or_path() -> None:
+    model = nn.Linear(1, 1, bias=False)
+    method = SI(xi=0.5)
+    method.path = {"weight": torch.tensor([[2.0]])}  # no task_start (restored from an older state)
+    method.after_task(make_ctx(model, 0, torch.zeros(1, 1), torch.zeros(1)))
+    torch.testing.assert_close(method.omega["weight"], torch.tensor([[4.0]]))  # Delta = 0: 2 / 0.5
+    other = SI()
+    other.after_task(make_ctx(model, 0, torch.zeros(1, 1), torch.zeros(1)))  # no path at all: no importance
+    torch.testing.assert_close(other.omega["weight"], torch.tensor([[0.0]]))
