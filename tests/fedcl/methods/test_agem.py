@@ -132,4 +132,8 @@ def test_projection_is_exactly_g_minus_its_component_along_g_ref() -> None:
     g_ref = torch.cat([r.reshape(-1) for r in torch.autograd.grad(F.cross_entropy(model(x0), y0), params)])
     method.after_backward(ctx)
     torch.testing.assert_close(flat_grad(params), g - torch.dot(g, g_ref) / torch.dot(g_ref, g_ref) * g_ref)
-    assert AGEM(ref_batch_size=0).after_backward(ctx) is None  # disabled: nothing read or changed
+    disabled = AGEM(buffer_size=64, ref_batch_size=0)  # a full memory, but no reference batch
+    disabled.buffer.add(x0, y0, torch.zeros_like(y0))
+    before = flat_grad(params).clone()
+    disabled.after_backward(ctx)
+    assert torch.equal(flat_grad(params), before)

@@ -55,7 +55,7 @@ def _filled(alpha: float, beta: float) -> tuple[DERPP, torch.nn.Module, torch.Te
     return method, model, x0, y0, z0
 
 
-@pytest.mark.parametrize(("alpha", "beta"), [(0.3, 0.5), (0.0, 0.5), (0.3, 0.0)])
+@pytest.mark.parametrize(("alpha", "beta"), [(0.3, 0.5), (0.0, 0.5), (0.3, 0.0), (1.0, 1.0)])
 def test_loss_is_ce_plus_alpha_logit_mse_plus_beta_label_ce(alpha: float, beta: float) -> None:
     # Prepare: the replay batch is the whole buffer (8 of 8), so both draws are permutations of it
     # and the means below do not depend on the draw
