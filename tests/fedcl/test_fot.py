@@ -236,3 +236,19 @@ def test_gpse_ratio_of_small_inputs_is_still_one_without_a_basis() -> None:
     model = MLP((3,), 2, hidden=[4])
     _, stats = gpse_statistics(model, torch.full((4, 3), 0.01), {}, generator=torch.Generator().manual_seed(0))
     assert abs(stats["body.1/ratio-weighted"] - 4.0) < 1e-4  # ||A|| = 0.035 < 1, r = 1
+
+
+def test_update_bases_grows_from_the_layers_own_basis_with_wide_sketches() -> None:
+    # Prepare: "l" already protects e_0; its new inputs lie mostly along e_1 (s = 3) and a little along e_2 (s = 1);
+    # "m" has no basis yet and a wide (d x 2d) sketch
+    state = FOTState(bases={"l": torch.eye(3)[:, :1].contiguous()}, eps=0.5)
+    Y_l = np.diag([0.0, 3.0, 1.0]).astype(np.float32)
+    Y_m = np.zeros((2, 4), dtype=np.float32)
+    Y_m[1, 3] = 1.0
+    # Execute: r_bar = 1 -> eps' = 0.5 -> k = 1 (9 / 10 > 0.5) for "l"; "m" gets its one direction
+    state.update_bases({"l": Y_l, "m": Y_m}, {"l": 2.0, "m": 2.0}, total_examples=2.0)
+    # Assert: e_1 is added to e_0 (not a fresh basis of e_1 alone)
+    assert state.bases["l"].shape == (3, 2)
+    torch.testing.assert_close(state.bases["l"].abs(), torch.eye(3)[:, :2])
+    assert state.bases["m"].shape == (2, 1)
+    torch.testing.assert_close(state.bases["m"].abs(), torch.tensor([[0.0], [1.0]]))

@@ -200,7 +200,7 @@ def test_gpse_query_content_and_traffic_accounting(message_identity: None) -> No
 
 def test_gpse_without_any_reply_is_a_round_error(message_identity: None) -> None:
     strategy = make_fot()
-    with pytest.raises(RoundError, match="no client gave a sound GPSE reply.*continue with resume=<run folder>"):
+    with pytest.raises(RoundError, match="no client gave a sound GPSE reply.*fix the clients and continue with resume=<run folder>$"):
         strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), _FailingGrid(np.eye(D_IN)))
     assert strategy.fot.bases == {}
 
@@ -249,6 +249,7 @@ def test_counters_accumulate_across_queries_and_rounds(message_identity: None) -
     # Execute: a GPSE query, then a projected round
     strategy.on_task_end(2, 0, w0, grid)
     sent_bytes = strategy.bytes_up - 2000
+    assert strategy.bytes_down == 1000 + 3 * (w0.count_bytes() + grid.sent[0].content[keys.FOT_BASES].count_bytes())
     msgs = list(strategy.configure_train(3, w0, ConfigRecord(), grid))
     replies = [Message(RecordDict({keys.ARRAYS: arrays_of(np.ones((D_OUT, D_IN)), np.zeros(D_OUT)),
                                    keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 10})}), reply_to=m) for m in msgs]
