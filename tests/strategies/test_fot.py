@@ -200,7 +200,8 @@ def test_gpse_query_content_and_traffic_accounting(message_identity: None) -> No
 
 def test_gpse_without_any_reply_is_a_round_error(message_identity: None) -> None:
     strategy = make_fot()
-    with pytest.raises(RoundError, match="no client gave a sound GPSE reply.*fix the clients and continue with resume=<run folder>$"):
+    advice = "no client gave a sound GPSE reply.*fix the clients and continue with resume=<run folder>$"
+    with pytest.raises(RoundError, match=advice):
         strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), _FailingGrid(np.eye(D_IN)))
     assert strategy.fot.bases == {}
 
