@@ -119,3 +119,21 @@ def test_replayed_rows_are_buffer_samples_with_their_labels() -> None:
     fresh = ER(buffer_size=16)
     fresh.load_state_dict({})  # a first round: no buffer in the state
     assert fresh.buffer.is_empty
+
+
+def test_replay_and_reservoir_draws_come_from_the_rounds_generator() -> None:
+    # Prepare: a full buffer (overflow draws) and a replay batch of one; the global RNG differs between runs
+    def run(global_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        method = ER(buffer_size=8, replay_batch_size=1)
+        c0, c1 = _ctx(0), _ctx(1)
+        method.adapt_batch(c0.x, c0.y, c0)
+        torch.manual_seed(global_seed)
+        bx, _ = method.adapt_batch(c1.x, c1.y, c1)
+        assert method.buffer.y is not None
+        return bx, method.buffer.y.clone()
+
+    # Execute
+    (bx_a, mem_a), (bx_b, mem_b) = run(0), run(1)
+    # Assert: one replayed row, and the same draws whatever the global RNG
+    assert bx_a.shape[0] == 16 + 1
+    assert torch.equal(bx_a, bx_b) and torch.equal(mem_a, mem_b)
