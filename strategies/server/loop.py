@@ -17,6 +17,7 @@ from flwr.serverapp import Grid
 
 import fedcl.keys as keys
 from fedcl.config import Config
+from fedcl.errors import ConfigError
 from fedcl.metrics.client_stats import state_bytes_row, state_bytes_summary
 from fedcl.metrics.plots import write_run_plots
 from fedcl.metrics.stream_plots import write_stream_outputs
@@ -48,11 +49,7 @@ def _start(run: Run) -> int:
     first_round = 1
     if run.cfg.resume:
         first_round, run.arrays, state = resume(run.cfg, run.run_dir)
-        run.strategy.load_state_dict(state["strategy"])
-        run.tracker.load_state_dict(state["tracker"])
-        for hook in run.hooks:
-            hook.load_state_dict(state["hooks"].get(hook.name, {}))
-        run.elapsed_before = float(state["elapsed_s"])
+        _load_states(run, state)
         if not run.cfg.quiet:
             print(f"resumed {run.run_dir} after round {first_round - 1} of {run.schedule.total_rounds}", flush=True)
     else:
@@ -63,6 +60,20 @@ def _start(run: Run) -> int:
     for hook in run.hooks:
         hook.on_run_start(first_round)
     return first_round
+
+
+def _load_states(run: Run, state: dict[str, Any]) -> None:
+    """The strategy's, tracker's and hooks' states of a checkpoint (a missing entry is a clear error)."""
+    try:
+        run.strategy.load_state_dict(state["strategy"])
+        run.tracker.load_state_dict(state["tracker"])
+        for hook in run.hooks:
+            hook.load_state_dict(state["hooks"].get(hook.name, {}))
+        run.elapsed_before = float(state["elapsed_s"])
+    except KeyError as e:
+        raise ConfigError("resume", run.cfg.resume, f"the newest checkpoint lacks the entry {e}: it was written by "
+                          "another strategy or fedcl version; resume with the config and version that wrote it, "
+                          "or start a new run") from e
 
 
 def _round(run: Run, rnd: int) -> None:

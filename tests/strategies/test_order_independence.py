@@ -60,6 +60,7 @@ def _run(root: Path, name: str, order_seed: int, overrides: list[str], nodes: in
     for row in rows:
         for k in VOLATILE:
             row.pop(k, None)
+        row["client_metrics"] = {k: v for k, v in row["client_metrics"].items() if not k.endswith("seconds")}
     final = torch.load(run_dir / "final.pt", weights_only=False)
     return {"rows": rows, "summary": summary, "arrays": final["arrays"], "strategy": final["strategy"]}
 

@@ -18,9 +18,10 @@ import pytest
 import torch
 from flwr.app import ConfigRecord, Message
 
-from fedcl import keys
+import fedcl.keys as keys
 from fedcl.checkpoint import latest_checkpoint, load_checkpoint
 from fedcl.config import Config, compose
+from fedcl.errors import ConfigError
 from simulations.inprocess import InProcessGrid
 from strategies.server.loop import run_federation
 from tests.conftest import synthetic_overrides
@@ -78,3 +79,17 @@ def test_crash_mid_round_then_resume_matches_the_uninterrupted_run(tmp_path: Pat
         assert torch.equal(final["arrays"][k], v), k
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == list(range(1, 7))
+
+
+def test_resuming_a_checkpoint_of_another_strategy_names_the_missing_entry(tmp_path: Path) -> None:
+    # Prepare: a finished FedAvg run (its checkpoints hold no FOT bases)
+    run_dir = tmp_path / "fedavg"
+    run_dir.mkdir()
+    cfg = compose(synthetic_overrides("stream.num_tasks=2", "quiet=true", "output.plots=false",
+                                      f"output.dir={run_dir}"))
+    run_federation(InProcessGrid(cfg.federation.num_clients), cfg, run_dir)
+    fot = compose(synthetic_overrides("strategy=fot", "stream.num_tasks=2", "quiet=true", "output.plots=false",
+                                      f"output.dir={run_dir}", f"resume={run_dir}"))
+    # Execute / Assert: a clear ConfigError that says what to do, not a bare KeyError
+    with pytest.raises(ConfigError, match="lacks the entry 'fot'.*another strategy"):
+        run_federation(InProcessGrid(fot.federation.num_clients), fot, run_dir)

@@ -72,3 +72,39 @@ def test_method_list_and_er_ewc_option_compose_from_the_config() -> None:
     assert method.parts["er"].buffer_size == 20 and method.parts["ewc"].fisher_samples == 8  # type: ignore[attr-defined]
     method.load_state_dict(method.state_dict())
     assert set(method.state_dict()) == {"er", "ewc"}
+
+
+def test_er_ewc_loss_is_ers_batch_plus_ewcs_penalty_and_task_end_estimates_the_fisher() -> None:
+    # Prepare
+    from torch.nn import functional as F
+
+    from tests.fedcl.methods.toy import make_ctx, make_model, toy_task
+
+    model = make_model(0)
+    er, ewc = ER(buffer_size=8, replay_batch_size=4), EWC(ewc_lambda=2.0, fisher_samples=8)
+    method = Composite({"er": er, "ewc": ewc})
+    x0, y0 = toy_task(0, 8, seed=0)
+    c0 = make_ctx(model, 0, x0, y0)
+    # Execute: task 0 fills ER's buffer; its end estimates EWC's Fisher and anchor
+    bx, _ = method.adapt_batch(x0, y0, c0)
+    method.after_task(c0)
+    # Assert
+    assert bx is x0 and len(er.buffer) == 8
+    assert ewc.fisher and ewc.anchor
+    # Execute: task 1's batch is mixed with replay, then EWC's penalty is added to its loss
+    x1, y1 = toy_task(1, 4, seed=0)
+    c1 = make_ctx(model, 1, x1, y1)
+    bx, by = method.adapt_batch(x1, y1, c1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1)
+    logits = model(bx)
+    base = F.cross_entropy(logits, by)
+    penalty = sum(float((ewc.fisher[n] * (p.detach() - ewc.anchor[n]) ** 2).sum()) for n, p in model.named_parameters())
+    # Assert
+    assert bx.shape[0] == 8
+    torch.testing.assert_close(method.loss(logits, by, base, c1).detach(), base.detach() + 1.0 * penalty)
+    restored = Composite({"er": ER(buffer_size=8), "ewc": EWC(ewc_lambda=2.0)})
+    restored.load_state_dict(method.state_dict())
+    assert len(restored.parts["er"].buffer) == 8  # type: ignore[attr-defined]
+    assert restored.parts["ewc"].fisher.keys() == ewc.fisher.keys()  # type: ignore[attr-defined]

@@ -145,3 +145,21 @@ def test_fedcurv_state_round_trip() -> None:
     restored = FedCurv(fisher_samples=16)
     restored.load_state_dict(method.state_dict())
     assert_state_equal(restored.state_dict(), method.state_dict())
+
+
+def test_uninformative_entries_drop_out_and_missing_meta_keeps_own_part() -> None:
+    # Prepare: the others' Fisher is 0 (or below min_fisher) on half of the entries
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 1.0]]))
+    u = torch.tensor([[4.0, 1e-13]])
+    theta = torch.tensor([[3.0, 5.0]])
+    arrays = ArrayRecord({"u/weight": Array((u).numpy()), "v/weight": Array((u * theta).numpy())})
+    method = FedCurv(lam=0.5, min_fisher=1e-12)
+    method.own_u, method.own_v, method.own_round = {"weight": torch.ones(1, 2)}, {"weight": torch.ones(1, 2)}, 4
+    ctx = _ctx(model, 0, 5, {NAME: arrays})  # no sums-meta: the round is unknown, nothing is subtracted
+    # Execute
+    got = method.loss(torch.zeros(1), torch.zeros(1), torch.tensor(1.0), ctx)
+    # Assert: 1 + 0.5 * 4 * (1 - 3)^2 = 9; the 1e-13 entry carries no information
+    torch.testing.assert_close(got.detach(), torch.tensor(9.0))
+    assert FedCurv(lam=0.0).loss(torch.zeros(1), torch.zeros(1), torch.tensor(1.0), ctx) == 1.0

@@ -150,3 +150,48 @@ def test_bad_distillation_parameters_are_refused() -> None:
         WA(kd_lambda=1.5)
     with pytest.raises(ValueError, match="temperature"):
         WA(temperature=0.0)
+
+
+def test_clipping_after_steps_and_no_alignment_or_clipping_on_multi_head() -> None:
+    torch.manual_seed(0)
+    model = MLP((3,), 4, hidden=[5])
+    head = model.get_submodule("head.heads.0")
+    assert isinstance(head, nn.Linear)
+    with torch.no_grad():
+        head.weight.fill_(-1.0)
+    ctx = _ctx(model, 0, [0, 1])
+    method = WA(buffer_size=4)
+    method.adapt_batch(ctx.x, ctx.y, ctx)
+    assert (head.weight == 0).all()  # clipped before the forward
+    with torch.no_grad():
+        head.weight.fill_(-1.0)
+    method.after_round(ctx)
+    assert (head.weight == 0).all()  # and after the round's last step
+    unclipped = WA(clip_positive=False)
+    with torch.no_grad():
+        head.weight.fill_(-1.0)
+    unclipped.after_round(ctx)
+    assert (head.weight == -1.0).all()
+    # multi-head: heads do not compete, nothing is clipped or aligned
+    mh = MLP((3,), 4, hidden=[5], num_heads=2)
+    w = mh.get_submodule("head.heads.1")
+    assert isinstance(w, nn.Linear)
+    with torch.no_grad():
+        w.weight.fill_(-2.0)
+    c = _ctx(mh, 1, [2, 3])
+    c.multi_head = True
+    m = WA()
+    m.old_classes = [0, 1]
+    m.adapt_batch(c.x, c.y, c)
+    m.after_task(c)
+    assert (w.weight == -2.0).all() and m.last_gamma == 1.0 and m.old_classes == [0, 1, 2, 3]
+
+
+def test_no_alignment_when_the_task_brings_no_new_class() -> None:
+    torch.manual_seed(0)
+    model = MLP((3,), 4, hidden=[5])
+    method = WA()
+    method.old_classes = [0, 1]
+    before = model.get_submodule("head.heads.0").weight.detach().clone()
+    method.after_task(_ctx(model, 1, [0, 1]))  # domain-incremental: same classes again
+    assert torch.equal(model.get_submodule("head.heads.0").weight, before) and method.last_gamma == 1.0
