@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedcl.errors import ConfigError
 import fedcl.methods
 from fedcl.config import compose
+from fedcl.errors import ConfigError
 from fedcl.methods import METHODS, Composite, build_method
 from fedcl.methods.base import CLMethod, state_nbytes
 from fedcl.methods.er import ER

@@ -71,8 +71,9 @@ def test_fedcurv_clients_exchange_fisher_sums_each_round() -> None:
 
 def test_wa_alignment_raises_the_global_models_old_class_accuracy() -> None:
     # distillation off in both: the difference is the alignment alone
-    aligned = run_federated(lambda: build_method({"wa": {"buffer_size": 10, "replay_batch_size": 4, "kd_lambda": 0.0}}))
-    plain = run_federated(lambda: build_method({"wa": {"buffer_size": 10, "replay_batch_size": 4, "kd_lambda": 0.0, "align": False}}))
+    wa = {"buffer_size": 10, "replay_batch_size": 4, "kd_lambda": 0.0}
+    aligned = run_federated(lambda: build_method({"wa": wa}))
+    plain = run_federated(lambda: build_method({"wa": {**wa, "align": False}}))
     assert aligned.acc[1][0] > plain.acc[1][0] + 0.05, (aligned.acc, plain.acc)
     assert aligned.acc_last_task > 0.9
 
