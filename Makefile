@@ -10,7 +10,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO := 0
 
-.PHONY: setup data run default smoke test test-fast lint clean
+.PHONY: setup data run default smoke test test-fast lint mutants clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -57,5 +57,14 @@ lint: setup
 	$(VENV)/bin/ruff check fedcl strategies simulations tests
 	$(VENV)/bin/mypy fedcl strategies
 
+# mutation testing (mutmut, [tool.mutmut] in pyproject.toml): not part of CI, hours on two cores;
+# MUTANTS="fedcl.subspace* strategies.fot*" limits it to some files; MUTANT_CHILDREN parallel workers
+MUTANTS ?=
+MUTANT_CHILDREN ?= 2
+mutants: setup
+	rm -rf mutants
+	nice -n 10 $(VENV)/bin/mutmut run --max-children $(MUTANT_CHILDREN) $(MUTANTS)
+	$(PY) -m simulations.benchmarks.mutation_table --survivors
+
 clean:
-	rm -rf runs outputs multirun .flwr_home .raytmp
+	rm -rf runs outputs multirun .flwr_home .raytmp mutants

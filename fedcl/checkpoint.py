@@ -16,13 +16,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fedcl.config.schema import Checkpoint
 from fedcl.errors import ConfigError, DataError
 
 CKPT_DIR = "checkpoints"
@@ -30,44 +30,11 @@ CLIENT_DIR = "client_state"
 LATEST = "latest"
 
 
-@dataclass
-class CheckpointPolicy:
-    """When to checkpoint and how many checkpoints to keep.
-
-    Parameters
-    ----------
-    enabled : bool
-        Write checkpoints at all.
-    every_rounds : int
-        Also checkpoint every this many rounds (0: only at task ends).
-    keep : int
-        Newest checkpoints kept (0: keep all).
-    """
-
-    enabled: bool = True
-    every_rounds: int = 0
-    keep: int = 2
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> CheckpointPolicy:
-        """Read and check ``cfg['checkpoint']`` (absent block: the defaults)."""
-        block = dict(cfg.get("checkpoint") or {})
-        enabled = block.get("enabled", True)
-        every = block.get("every_rounds", 0)
-        keep = block.get("keep", 2)
-        if not isinstance(enabled, bool):
-            raise ConfigError("checkpoint.enabled", enabled, "true or false")
-        if not isinstance(every, int) or isinstance(every, bool) or every < 0:
-            raise ConfigError("checkpoint.every_rounds", every, "an integer >= 0 (0: only at task ends)")
-        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
-            raise ConfigError("checkpoint.keep", keep, "an integer >= 0 (0: keep all)")
-        return cls(enabled=enabled, every_rounds=every, keep=keep)
-
-    def due(self, server_round: int, task_ended: bool) -> bool:
-        """Whether to checkpoint after ``server_round``."""
-        if not self.enabled:
-            return False
-        return task_ended or (self.every_rounds > 0 and server_round % self.every_rounds == 0)
+def due(policy: Checkpoint, server_round: int, task_ended: bool) -> bool:
+    """Whether to checkpoint after ``server_round`` under ``policy`` (the ``checkpoint`` config section)."""
+    if not policy.enabled:
+        return False
+    return task_ended or (policy.every_rounds > 0 and server_round % policy.every_rounds == 0)
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Fault injection in the ClientApp (``faults=`` config group), deterministic by seed.
 
 Every (run seed, round, logical client, attempt) draws its own uniform numbers
-from :func:`~fedcl.trainer.derive_seed`, so a rerun with the same seed fails the
+from :func:`~fedcl.seeding.derive_seed`, so a rerun with the same seed fails the
 same clients in the same rounds, whatever the order the clients run in, while a
 retried round (``attempt`` > 0) draws anew, like a transient real fault. The
 kinds mirror what the server must survive (README "Faults"):
@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
 
-from fedcl import keys
+import fedcl.keys as keys
+from fedcl.config.schema import Faults
 from fedcl.errors import FedCLError
-from fedcl.trainer import derive_seed
+from fedcl.seeding import derive_seed
 
 
 class InjectedCrash(FedCLError, RuntimeError):
@@ -51,17 +51,13 @@ class FaultPlan:
     delay_s: float = 0.0
 
     @classmethod
-    def draw(cls, faults: dict[str, Any] | None, seed: int, server_round: int, client_id: int,
-             attempt: int = 0) -> FaultPlan:
+    def draw(cls, faults: Faults, seed: int, server_round: int, client_id: int, attempt: int = 0) -> FaultPlan:
         """The plan of (``seed``, ``server_round``, ``client_id``, ``attempt``) under the ``faults`` config."""
-        if not faults:
-            return cls()
         u = np.random.default_rng(derive_seed(seed, "faults", server_round, client_id, attempt)).random(3)
-        delay = float(faults.get("delay_s", 0.0) or 0.0)
         return cls(
-            crash=bool(u[0] < float(faults.get("crash_prob", 0.0) or 0.0)),
-            nan=bool(u[1] < float(faults.get("nan_prob", 0.0) or 0.0)),
-            delay_s=delay if u[2] < float(faults.get("delay_prob", 0.0) or 0.0) else 0.0,
+            crash=bool(u[0] < faults.crash_prob),
+            nan=bool(u[1] < faults.nan_prob),
+            delay_s=faults.delay_s if u[2] < faults.delay_prob else 0.0,
         )
 
     def before_train(self, client_id: int, server_round: int) -> None:

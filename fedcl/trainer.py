@@ -10,9 +10,6 @@ from torch.nn import functional as F
 
 from fedcl.errors import ConfigError
 from fedcl.methods.base import CLMethod, TaskContext
-from fedcl.seeding import derive_seed
-
-__all__ = ["TrainConfig", "TrainResult", "derive_seed", "evaluate", "pick_device", "task_logits", "train_local"]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -44,12 +41,12 @@ class TrainConfig:
         FedProx proximal coefficient (0 disables the term).
     """
 
-    lr: float = 0.01
-    local_epochs: int = 1
-    batch_size: int = 64
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    proximal_mu: float = 0.0
+    lr: float
+    local_epochs: int
+    batch_size: int
+    momentum: float
+    weight_decay: float
+    proximal_mu: float
 
 
 @dataclass
@@ -76,24 +73,65 @@ def task_logits(
     return logits
 
 
+def _head_classes(ctx: TaskContext, y: torch.Tensor, task_ids: torch.Tensor) -> dict[int, list[int]]:
+    """Each task's class mask: the current task's from ``ctx``, others from ``ctx.classes_of`` or their labels."""
+    out: dict[int, list[int]] = {}
+    for t in torch.unique(task_ids).tolist():
+        if t == ctx.task_id:
+            out[t] = list(ctx.task_classes)
+        elif ctx.classes_of is not None:
+            out[t] = list(ctx.classes_of(int(t)))
+        else:
+            out[t] = sorted(torch.unique(y[task_ids == t]).tolist())
+    return out
+
+
+def _logits_per_task(model: nn.Module, x: torch.Tensor, task_ids: torch.Tensor, classes: dict[int, list[int]]
+                     ) -> torch.Tensor:
+    """Multi-head logits with every sample through its own task's head and mask."""
+    out: torch.Tensor | None = None
+    for t in torch.unique(task_ids).tolist():
+        idx = (task_ids == t).nonzero(as_tuple=True)[0]
+        part = task_logits(model, x[idx], int(t), True, classes.get(int(t)))
+        if out is None:
+            out = part.new_empty((x.shape[0], part.shape[1]))
+        out[idx] = part
+    assert out is not None
+    return out
+
+
 def train_local(method: CLMethod, ctx: TaskContext, cfg: TrainConfig) -> TrainResult:
-    """Run ``cfg.local_epochs`` epochs of SGD on ``ctx.x, ctx.y`` with the method's hooks."""
+    """Run ``cfg.local_epochs`` epochs of SGD with the method's hooks.
+
+    The epochs run over ``method.train_data(ctx)`` when the method supplies data
+    (with each sample's task id: on a multi-head model every sample is trained
+    through its own head), else over the current task's ``ctx.x, ctx.y``.
+    """
     model = ctx.model
     model.train()
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
     ctx.optimizer = opt
-    n = ctx.x.shape[0]
+    supplied = method.train_data(ctx)
+    x, y, tids = supplied if supplied is not None else (ctx.x, ctx.y, None)
+    # per-sample heads only matter when the method mixes tasks on a multi-head model
+    heads = _head_classes(ctx, y, tids) if tids is not None and ctx.multi_head else None
+    n = x.shape[0]
     tot_loss, tot_correct, tot_seen, steps = 0.0, 0, 0, 0
     prox_ref = [ctx.global_params[k] for k, _ in model.named_parameters()] if cfg.proximal_mu > 0 else []
     for _ in range(cfg.local_epochs):
         order = torch.randperm(n, generator=ctx.generator).to(ctx.device)
         for start in range(0, n, cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            bx, by = method.adapt_batch(ctx.x[idx], ctx.y[idx], ctx)
+            bx, by = method.adapt_batch(x[idx], y[idx], ctx)
             ctx.batch_x, ctx.batch_y = bx, by
-            logits = task_logits(model, bx, ctx.task_id, ctx.multi_head, ctx.task_classes)
+            if heads is not None and tids is not None:
+                # rows a method appended in adapt_batch go through the current task's head, as without task ids
+                extra = torch.full((bx.shape[0] - idx.shape[0],), ctx.task_id, dtype=tids.dtype, device=tids.device)
+                logits = _logits_per_task(model, bx, torch.cat([tids[idx], extra]), heads)
+            else:
+                logits = task_logits(model, bx, ctx.task_id, ctx.multi_head, ctx.task_classes)
             base = F.cross_entropy(logits, by)
             loss = method.loss(logits, by, base, ctx)
             # logged: the method's objective (a replay method recomputes the loss of replayed rows,
@@ -107,6 +145,7 @@ def train_local(method: CLMethod, ctx: TaskContext, cfg: TrainConfig) -> TrainRe
             loss.backward()
             method.after_backward(ctx)
             opt.step()
+            method.after_step(ctx)
             with torch.no_grad():
                 tot_loss += float(logged.item()) * by.shape[0]
                 tot_correct += int((logits.argmax(1) == by).sum().item())
@@ -114,6 +153,7 @@ def train_local(method: CLMethod, ctx: TaskContext, cfg: TrainConfig) -> TrainRe
             steps += 1
     method.after_round(ctx)
     ctx.batch_x = ctx.batch_y = None
+    # the weight of this reply in FedAvg: the samples the round's epochs ran over
     return TrainResult(
         loss=tot_loss / max(tot_seen, 1), acc=tot_correct / max(tot_seen, 1), num_examples=n, steps=steps
     )

@@ -14,9 +14,12 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fedcl.errors import ConfigError, FedCLError
+
+if TYPE_CHECKING:
+    from fedcl.config.schema import Stream as StreamConfig
 
 KNOWN_MD5: dict[str, str] = {}
 
@@ -34,28 +37,27 @@ def _known_md5() -> dict[str, str]:
     return KNOWN_MD5
 
 
-def compose_config(overrides: list[str]) -> tuple[dict[str, Any], str | None]:
-    """The run config of ``overrides``; validated when the validator accepts it, else composed only (with why)."""
-    from fedcl.config import GROUPS, compose
+def compose_config(overrides: list[str]) -> tuple[StreamConfig, int, int, str | None]:
+    """The stream section, clients and seed of ``overrides`` (and a note when the rest of the config is refused).
+
+    The data can be checked even when another section is wrong (a model that does not fit
+    yet, say): then only the stream section is validated, and the note says why.
+    """
+    from fedcl.config import GROUPS, compose, compose_dict, validate_section
+    from fedcl.config.schema import Stream
+    from fedcl.data.catalog import check_stream
 
     try:
-        return compose(overrides), None
+        cfg = compose(overrides)
+        return cfg.stream, cfg.federation.num_clients, cfg.seed, None
     except ConfigError as exc:
-        if exc.key == "overrides" or exc.key in GROUPS:  # not composable at all (unknown option, bad syntax)
-            raise
+        if exc.key == "overrides" or exc.key in GROUPS or exc.key.startswith("stream"):
+            raise  # not composable at all (unknown option, bad syntax), or the stream itself is wrong
         note = f"the config validator refused it ({exc}); the data are checked anyway"
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from fedcl.config import CONF_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = OmegaConf.to_container(hydra_compose(config_name="config", overrides=overrides), resolve=True)
-    assert isinstance(cfg, dict)
-    return {str(k): v for k, v in cfg.items()}, note
+    raw = compose_dict(overrides)
+    stream = validate_section(Stream, raw["stream"], "stream")
+    check_stream(stream)
+    return stream, int(raw["federation"]["num_clients"]), int(raw["seed"]), note
 
 
 def _size(path: Path) -> str:
@@ -81,16 +83,18 @@ def _idx_files(data_dir: str) -> list[Path]:
     return [p for stems in _ROLES.values() if (p := _find(Path(data_dir), stems)) is not None]
 
 
-def check(cfg: dict[str, Any]) -> list[str]:
+def check(st: StreamConfig, num_clients: int, seed: int) -> list[str]:
     """Lines describing the stream's data; raises :class:`FedCLError` when it is missing or corrupt."""
-    from fedcl.data.base import IDX_DATASETS, load_base
+    from fedcl.config.schema import IDX_DATASETS
+    from fedcl.data.base import load_base
     from fedcl.data.streams import build_stream
 
-    st = cfg["stream"]
-    lines = [f"stream: dataset={st['dataset']} data_dir={st.get('data_dir')} scenario={st['scenario']} "
-             f"num_tasks={st['num_tasks']}"]
+    lines = [f"stream: dataset={st.dataset} data_dir={st.data_dir} scenario={st.scenario} num_tasks={st.num_tasks}"]
     base = load_base(st)
-    files = _idx_files(st["data_dir"]) if st["dataset"] in IDX_DATASETS else (base.data.files if base.data else [])
+    if st.dataset in IDX_DATASETS:
+        files = _idx_files(str(st.data_dir))
+    else:
+        files = base.data.files if base.data else []
     if files:
         lines.append("files:")
         lines += [f"  {f}  ({_size(f)}; {_checksum(f)})" for f in files]
@@ -104,7 +108,7 @@ def check(cfg: dict[str, Any]) -> list[str]:
         "per-channel normalisation: mean " + " / ".join(", ".join(f"{v:.4f}" for v in row) for row in base.mean)
         + "; std " + " / ".join(", ".join(f"{v:.4f}" for v in row) for row in base.std),
     ]
-    stream = build_stream(st, int(cfg["federation"]["num_clients"]), int(cfg["seed"]))
+    stream = build_stream(st, num_clients, seed)
     info = stream.describe()
     lines.append(f"tasks ({info['num_tasks']}, {'one head per task' if info['multi_head'] else 'one shared head'}, "
                  f"{info['num_clients']} clients):")
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for simulations.run")
     args = parser.parse_args(argv)
     try:
-        cfg, note = compose_config(args.overrides)
+        stream_cfg, num_clients, seed, note = compose_config(args.overrides)
     except FedCLError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():  # a non-original archive warns; check() lists it among the notes
             warnings.simplefilter("ignore", UserWarning)
-            lines = check(cfg)
+            lines = check(stream_cfg, num_clients, seed)
     except FedCLError as exc:
         print(f"data problem: {exc}", file=sys.stderr)
         return 1

@@ -21,10 +21,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from fedcl.config import Config
 from fedcl.errors import FedCLError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -144,32 +144,32 @@ def superlink(env: dict[str, str]) -> SimulationSuperLink:
     return _SUPERLINK
 
 
-def federation_config(cfg: dict[str, Any]) -> str:
+def federation_config(cfg: Config) -> str:
     """``--federation-config`` for the run: SuperNodes and per-client Ray resources."""
-    be = cfg["backend"]
-    nodes = be.get("num_supernodes") or cfg["federation"]["num_clients"]
+    be = cfg.backend
+    nodes = be.num_supernodes or cfg.federation.num_clients
     parts = [
         f"num-supernodes={int(nodes)}",
-        f"client-resources-num-cpus={be['client_num_cpus']}",
-        f"client-resources-num-gpus={be['client_num_gpus']}",
+        f"client-resources-num-cpus={be.client_num_cpus:g}",
+        f"client-resources-num-gpus={be.client_num_gpus:g}",
     ]
     return " ".join(parts)
 
 
-def run_flower(cfg: dict[str, Any], run_dir: Path, timeout: float | None = None) -> None:
+def run_flower(cfg: Config, run_dir: Path, timeout: float | None = None) -> None:
     """Write the resolved config into ``run_dir`` and run it through ``flwr run``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file = run_dir / "config.yaml"
-    config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    config_file.write_text(yaml.safe_dump(cfg.dump(), sort_keys=False))
     base_env = flower_env()
-    if cfg["backend"].get("ray_address"):
-        base_env["RAY_ADDRESS"] = str(cfg["backend"]["ray_address"])
+    if cfg.backend.ray_address:
+        base_env["RAY_ADDRESS"] = cfg.backend.ray_address
     link = superlink(base_env)
     env = link.env
     run_cfg = f"config-file={_toml_str(str(config_file))} run-dir={_toml_str(str(run_dir))}"
     cmd = ["flwr", "run", str(PROJECT_ROOT), CONNECTION, "--stream",
            "--federation-config", federation_config(cfg), "--run-config", run_cfg]
-    limit = timeout or float(cfg["backend"].get("timeout_s", 3600)) + 120
+    limit = timeout or cfg.backend.timeout_s + 120
     returncode = _run_filtered(cmd, env, limit, link)
     if returncode != 0 or not (run_dir / "summary.json").exists():
         raise LaunchError(

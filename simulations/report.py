@@ -24,22 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from fedcl.config import flatten
+
 METRICS = ("acc", "forgetting", "forgetting_max", "bwt", "fwt", "min_acc", "wc_acc", "wall_time_s", "bytes_up",
            "bytes_down")
 IGNORED = ("seed", "output", "resume", "quiet", "checkpoint", "logging", "backend", "device")
 PLOTS = "report_plots"
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def config_key(cfg: dict[str, Any]) -> dict[str, Any]:

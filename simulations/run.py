@@ -1,7 +1,8 @@
-"""Hydra entry point: ``python -m simulations.run [overrides] [-m]``.
+"""Hydra entry point: ``python -m simulations.run [overrides] [-m]``, and :func:`run`, the one way to run a config.
 
 Composes ``simulations/conf``, validates it before anything starts, and runs the
-experiment as a real Flower simulation (``simulations.launch``). ``-m`` runs a
+experiment as a real Flower simulation (``backend=local``: :mod:`simulations.launch`) or
+in this process (``backend=inprocess``: :mod:`simulations.inprocess`). ``-m`` runs a
 grid, one run folder per job: a failed job leaves ``error.txt`` in its folder and
 a ``failed`` line in ``<sweep dir>/index.jsonl``, and the grid goes on; the exit
 code is 0 unless every job failed (then 1). ``resume=<run folder>`` continues a
@@ -10,6 +11,7 @@ killed run from its latest checkpoint.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import traceback
@@ -20,37 +22,41 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from fedcl.checkpoint import load_run_config
-from fedcl.config import validate
+from fedcl.config import Config, validate
 from fedcl.errors import FedCLError
 
 ERROR_FILE = "error.txt"
 
 
-def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
-    """Validate ``cfg`` and run it through Flower; return the run's summary.
+def run(cfg: Config | dict[str, Any], run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Validate ``cfg`` and run it (Flower simulation or in process, as ``backend`` says); return the summary.
 
-    With ``cfg['resume']`` set, the run folder's own config is used and the run
-    continues there from its latest checkpoint (``run_dir`` is ignored).
+    ``run_dir`` defaults to ``output.dir``, else ``runs/<timestamp>``. With ``resume`` set,
+    the run folder's own config is used and the run continues there from its latest
+    checkpoint (``run_dir`` is ignored).
     """
-    import json
-
-    from simulations.launch import run_flower
-
-    if cfg.get("resume"):
-        cfg = load_run_config(Path(str(cfg["resume"])))
-        run_dir = cfg["resume"]
     cfg = validate(cfg)
+    if cfg.resume:
+        cfg = validate(load_run_config(Path(cfg.resume)))
+        run_dir = cfg.resume
+    run_dir = Path(run_dir or cfg.output.dir or Path.cwd() / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
     preflight(cfg)
-    run_dir = Path(run_dir).resolve()
-    cfg["output"]["dir"] = str(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = cfg.replace(**{"output.dir": str(run_dir)})
     # a stale error.txt from an earlier attempt would be read as this run's
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
+    if cfg.backend.name == "inprocess":
+        from simulations.inprocess import run_inprocess
+
+        return run_inprocess(cfg, run_dir)
+    from simulations.launch import run_flower
+
     run_flower(cfg, run_dir)
     summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
     return summary
 
 
-def preflight(cfg: dict[str, Any]) -> None:
+def preflight(cfg: Config) -> None:
     """Build the stream here, so missing or corrupt data fails before any Flower or Ray process starts.
 
     The stream is cached per process, so the cost is one data load per launcher
@@ -58,7 +64,7 @@ def preflight(cfg: dict[str, Any]) -> None:
     """
     from fedcl.data.streams import build_stream
 
-    build_stream(cfg["stream"], int(cfg["federation"]["num_clients"]), int(cfg["seed"]))
+    build_stream(cfg.stream, cfg.federation.num_clients, cfg.seed)
 
 
 def record_failure(run_dir: Path, exc: BaseException) -> str:
@@ -92,8 +98,8 @@ def main(dcfg: DictConfig) -> None:
     raw = OmegaConf.to_container(dcfg, resolve=True)
     assert isinstance(raw, dict)
     cfg: dict[str, Any] = {str(k): v for k, v in raw.items()}
-    run_dir = Path(cfg.get("resume") or cfg["output"].get("dir") or hc.runtime.output_dir).resolve()
-    quiet = bool(cfg.get("quiet", False))
+    run_dir = Path(cfg.get("resume") or cfg["output"]["dir"] or hc.runtime.output_dir).resolve()
+    quiet = bool(cfg["quiet"])
     t0 = time.perf_counter()
     try:
         summary = run(cfg, run_dir)

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from fedcl import keys
+import fedcl.keys as keys
 
 
 def client_of(msg: Message) -> int:

@@ -6,18 +6,19 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord
+from flwr.app import ArrayRecord, ConfigRecord
 
-from fedcl import keys
+import fedcl.sums as sums
+from strategies.aggregation import sum_arrays
 
 
 class ExtraSums:
     """The server side of "sum these arrays over clients and send the sums back".
 
-    A client reply may carry ArrayRecords named ``keys.SUM_PREFIX + name``. After each
+    A client reply may carry ArrayRecords named ``sum-<name>`` (:mod:`fedcl.sums`). After each
     round the server adds them element-wise over the round's replies (float64) and keeps
     only these sums; the next round every client receives them under the same record
-    names plus a ``keys.SUMS_META`` ConfigRecord with the round they came from and the
+    names plus a ``sums-meta`` ConfigRecord with the round they came from and the
     number of clients in them, so a client can subtract its own contribution of that
     round. Only sums are needed, so the uplink is compatible with secure aggregation.
     Used by FedCurv (Shoham et al., "Overcoming Forgetting in Federated Learning on
@@ -31,34 +32,20 @@ class ExtraSums:
 
     def add_round(self, server_round: int, extras: Iterable[dict[str, Any]]) -> None:
         """Replace the sums by those of this round's replies (kept as they were if no reply has any)."""
-        sums: dict[str, dict[str, np.ndarray]] = {}
+        per_name: dict[str, list[ArrayRecord]] = {}
         clients = 0
-        for extra in extras:
-            found = False
-            for rec_name, rec in extra.items():
-                if not (rec_name.startswith(keys.SUM_PREFIX) and isinstance(rec, ArrayRecord)):
-                    continue
-                found = True
-                acc = sums.setdefault(rec_name, {})
-                for k, arr in rec.items():
-                    x = arr.numpy().astype(np.float64)
-                    if k in acc and acc[k].shape != x.shape:
-                        raise ValueError(f"record {rec_name!r} array {k!r}: shape {x.shape} != {acc[k].shape}")
-                    acc[k] = acc[k] + x if k in acc else x
-            clients += int(found)
-        if sums:
-            self.sums, self.round, self.clients = sums, server_round, clients
+        for extra in extras:  # the replies' extra records, in canonical order
+            found = [(n, r) for n, r in extra.items() if sums.is_sum_record(n, r)]
+            for name, rec in found:
+                per_name.setdefault(name, []).append(rec)
+            clients += int(bool(found))
+        if per_name:
+            self.sums = {name: sum_arrays(recs) for name, recs in per_name.items()}
+            self.round, self.clients = server_round, clients
 
     def payload(self) -> dict[str, ArrayRecord | ConfigRecord]:
         """Records sent to every client next round (empty before any client sent a sum record)."""
-        if not self.sums:
-            return {}
-        out: dict[str, ArrayRecord | ConfigRecord] = {
-            name: ArrayRecord({k: Array(np.ascontiguousarray(v, dtype=np.float32)) for k, v in arrs.items()})
-            for name, arrs in self.sums.items()
-        }
-        out[keys.SUMS_META] = ConfigRecord({keys.SUMS_ROUND: self.round, keys.SUMS_CLIENTS: self.clients})
-        return out
+        return sums.payload_records(self.sums, self.round, self.clients) if self.sums else {}
 
     def state_dict(self) -> dict[str, Any]:
         """For checkpoints (a resumed run sends the same sums)."""

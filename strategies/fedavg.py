@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedcl import keys
-from fedcl.config import to_json
+import fedcl.keys as keys
+from fedcl.client.instruction import train_config
+from fedcl.config import Config, to_json
 from fedcl.data import Schedule
-from fedcl.trainer import derive_seed
+from fedcl.records import non_finite_arrays
+from fedcl.seeding import derive_seed
 from strategies.aggregation import fedavg, metric_mean
 from strategies.extra_sums import ExtraSums
 from strategies.node_map import NodeMap
-from strategies.robust import check_aggregator, robust_aggregate
+from strategies.robust import robust_aggregate
 from strategies.round_faults import RoundFaults
-from strategies.validation import ReplyValidator, non_finite_arrays
+from strategies.validation import ReplyValidator
 
 ModelRecords = (keys.ARRAYS, keys.METRICS)
+
+
+class Averager(Protocol):
+    """What replaces FedAvg's averaging step (client-level DP: clip, mean, noise; ``strategies/privacy.py``)."""
+
+    def configure(self, server_round: int, arrays: ArrayRecord, messages: list[Message]) -> None:
+        """See (and complete) the round's messages before they are sent."""
+
+    def average(self, server_round: int, replies: list[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The round's aggregate from the sound replies (model records only)."""
+        ...
 
 
 class FCLFedAvg(FedAvg):
@@ -31,96 +44,69 @@ class FCLFedAvg(FedAvg):
     Decentralized Data", AISTATS 2017. Each round the strategy picks the logical
     clients that are active (the schedule gives each its task), sends each one
     its client id, task id, round-in-task and the learning-rate config, and
-    averages the returned weights by ``num-examples``. Logical clients are mapped
-    onto the available nodes (``client c -> sorted node ids[c mod #nodes]``), so
-    10 or 1,000 clients run on however many SuperNodes exist; with
-    ``federation.node_mapping=partition`` client ``c`` goes to the node whose
-    ``partition-id`` is ``c`` (:mod:`strategies.node_map`, deployments). With
-    ``proximal_mu > 0`` clients add FedProx's proximal term (Li et al., MLSys
-    2020), as Flower's ``FedProx`` does by sending ``proximal-mu``.
+    averages the returned weights by ``num-examples`` (in canonical order, in float64:
+    :mod:`strategies.aggregation`). Logical clients are mapped onto the available
+    nodes (:mod:`strategies.node_map`), so 10 or 1,000 clients run on however many
+    SuperNodes exist. With ``proximal_mu > 0`` clients add FedProx's proximal term
+    (Li et al., MLSys 2020), as Flower's ``FedProx`` does by sending ``proximal-mu``.
 
     Extra records in a reply (strategy payloads such as FOT sketches) are taken
-    out before Flower's averaging and handed to :meth:`aggregate_extras`. Those
-    named ``sum-<name>`` are also summed over the round's clients and sent to
-    every client next round (:class:`~strategies.extra_sums.ExtraSums`, FedCurv).
+    out before the averaging and handed to :meth:`aggregate_extras`. Those named
+    ``sum-<name>`` are also summed over the round's clients and sent to every
+    client next round (:class:`~strategies.extra_sums.ExtraSums`, FedCurv).
 
     Parameters
     ----------
+    cfg : Config
+        The run config; the strategy reads ``cfg.strategy`` (``proximal_mu``, ``aggregator``:
+        ``mean`` or a robust rule of :mod:`strategies.robust` with ``trim_beta`` / ``krum_f``),
+        ``cfg.federation`` (clients, sampling, node mapping) and ``cfg.train``.
     schedule : Schedule
         Which task each client trains in each round.
-    run_config : dict
-        The resolved experiment config (sent to clients as JSON once per message).
-    num_clients : int
-        Number of logical clients.
-    clients_per_round : int | None, default None
-        Clients sampled per round among the active ones (seeded by round); ``None`` = all.
-    proximal_mu : float, default 0.0
-        FedProx coefficient sent to clients.
-    state_dir : str | None, default None
+    state_dir : str | None
         Folder the clients' disk state store uses.
-    aggregator : str, default "mean"
-        Inner aggregator: ``mean`` (FedAvg) or a robust rule of :mod:`strategies.robust`
-        (``median``, ``trimmed_mean``, ``krum``). Replies are validated first
-        (:mod:`strategies.validation`): broken ones never reach it.
-    trim_beta : float, default 0.1
-        Fraction trimmed at each end by ``trimmed_mean``.
-    krum_f : int, default 0
-        Clients assumed malicious by ``krum``.
-    **kwargs
-        Passed to Flower's ``FedAvg`` (e.g. ``weighted_by_key``).
+    averager : Averager | None, default None
+        Replaces the averaging step (privacy); ``None`` = FedAvg's mean / the robust rule.
     """
 
-    def __init__(
-        self,
-        *,
-        schedule: Schedule,
-        run_config: dict[str, Any],
-        num_clients: int,
-        clients_per_round: int | None = None,
-        proximal_mu: float = 0.0,
-        state_dir: str | None = None,
-        aggregator: str = "mean",
-        trim_beta: float = 0.1,
-        krum_f: int = 0,
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("min_train_nodes", 1)
-        kwargs.setdefault("min_available_nodes", 1)
-        kwargs.setdefault("fraction_evaluate", 0.0)
-        kwargs.setdefault("train_metrics_aggr_fn", metric_mean)  # float64, canonical order
-        super().__init__(**kwargs)
+    def __init__(self, *, cfg: Config, schedule: Schedule, state_dir: str | None,
+                 averager: Averager | None = None) -> None:
+        super().__init__(min_train_nodes=1, min_available_nodes=1, fraction_evaluate=0.0,
+                         train_metrics_aggr_fn=metric_mean)  # float64, canonical order
+        self.cfg = cfg
         self.schedule = schedule
-        self.run_config = run_config
-        self.config_json = to_json(run_config)
-        self.num_clients = num_clients
-        self.clients_per_round = clients_per_round
-        self.proximal_mu = proximal_mu
+        self.config_json = to_json(cfg)
+        self.num_clients = cfg.federation.num_clients
+        self.clients_per_round = cfg.federation.clients_per_round
         self.state_dir = state_dir
-        self.seed = int(run_config["seed"])
-        self.last_clients: list[int] = []
+        self.seed = cfg.seed
+        self.averager = averager
+        self.reply_timeout_s = cfg.federation.round_timeout_s or cfg.backend.timeout_s
         self.bytes_down = 0
         self.bytes_up = 0
         self.extra_sums = ExtraSums()
-        check_aggregator(aggregator, trim_beta, krum_f)
-        self.aggregator, self.trim_beta, self.krum_f = aggregator, trim_beta, krum_f
         self.validator = ReplyValidator(self.weighted_by_key)
-        fed = run_config.get("federation", {})
-        self.node_map = NodeMap(str(fed.get("node_mapping", "modulo")), num_clients,
-                                wait_s=float(run_config.get("backend", {}).get("timeout_s", 600)))
+        self.node_map = NodeMap(cfg.federation.node_mapping, self.num_clients, wait_s=cfg.backend.timeout_s)
         self.round_faults = RoundFaults()  # the last aggregate_train's failed / rejected clients
         self.sent_messages: list[Message] = []  # this round's messages: replies are matched to clients by id
         self.round_arrays: ArrayRecord | None = None  # this round's global arrays: replies must match them
-        # unlearning (strategies/unlearning.py): clients that left, and keys added to every client config
-        self.excluded_clients: set[int] = set()
-        # replaces the averaging step when set (privacy: clip + mean + noise); payloads are stripped before it
-        self.averager: Callable[[int, list[Message]], tuple[ArrayRecord | None, MetricRecord | None]] | None = None
-        self.extra_client_config: dict[str, Any] = {}
+        self._excluded: set[int] = set()  # clients that left (served unlearning requests)
+        self._client_config: dict[str, Any] = {}  # keys added to every client's train config (unlearning)
+
+    # ---- what other parts of the run may change, through methods ------------
+    def exclude_clients(self, clients: Iterable[int]) -> None:
+        """These clients never train again (a served client-level deletion request)."""
+        self._excluded |= {int(c) for c in clients}
+
+    def set_client_config(self, key: str, value: Any) -> None:
+        """Add ``key: value`` to every client's train config from now on."""
+        self._client_config[key] = value
 
     # ---- client selection -------------------------------------------------
     def sample_clients(self, server_round: int) -> list[int]:
         """The logical clients that train this round (deterministic in the seed and round)."""
         active = [c for c in range(self.num_clients)
-                  if self.schedule.task_at(server_round, c) is not None and c not in self.excluded_clients]
+                  if self.schedule.task_at(server_round, c) is not None and c not in self._excluded]
         k = self.clients_per_round
         if k is None or k >= len(active):
             return active
@@ -139,23 +125,13 @@ class FCLFedAvg(FedAvg):
         """Per-client config keys of a round (subclasses add theirs with ``super()``)."""
         task = self.schedule.task_at(server_round, client_id)
         assert task is not None
-        tr = self.run_config["train"]
-        cfg: dict[str, Any] = {
-            keys.SERVER_ROUND: server_round,
-            keys.CLIENT_ID: client_id,
-            keys.TASK_ID: task,
-            keys.TASK_ROUND: self.schedule.task_round(server_round, client_id),
-            keys.LAST_ROUND_OF_TASK: self.schedule.is_last_round_of_task(server_round, client_id),
-            keys.LR: float(tr["lr"]),
-            keys.LOCAL_EPOCHS: int(tr["local_epochs"]),
-            keys.RUN_CONFIG_JSON: self.config_json,
-        }
-        if self.proximal_mu > 0:
-            cfg[keys.PROXIMAL_MU] = float(self.proximal_mu)
-        if self.state_dir:
-            cfg[keys.STATE_DIR] = self.state_dir
-        cfg.update(self.extra_client_config)
-        return cfg
+        return train_config(
+            self.config_json, server_round, client_id, task,
+            task_round=self.schedule.task_round(server_round, client_id),
+            last_round_of_task=self.schedule.is_last_round_of_task(server_round, client_id),
+            lr=self.cfg.train.lr, local_epochs=self.cfg.train.local_epochs,
+            proximal_mu=self.cfg.strategy.proximal_mu, state_dir=self.state_dir, extra=self._client_config,
+        )
 
     def train_payload(self, server_round: int) -> dict[str, ArrayRecord | ConfigRecord]:
         """Extra records sent to every client this round (last round's ``sum-*`` sums, if any)."""
@@ -167,16 +143,16 @@ class FCLFedAvg(FedAvg):
     ) -> Iterable[Message]:
         """One message per sampled logical client with its own config record."""
         nodes = self.wait_for_nodes(grid)
-        clients = self.sample_clients(server_round)
-        self.last_clients = clients
         payload = self.train_payload(server_round)
         messages = []
-        for c in clients:
+        for c in self.sample_clients(server_round):
             rec = ConfigRecord({**dict(config), **self.client_config(server_round, c)})
             content = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: rec, **payload})
             messages.append(
                 Message(content=content, message_type=MessageType.TRAIN, dst_node_id=self.node_for(c, nodes))
             )
+        if self.averager is not None:
+            self.averager.configure(server_round, arrays, messages)
         self.sent_messages, self.round_arrays = messages, arrays
         down = arrays.count_bytes() + sum(r.count_bytes() for r in payload.values())
         self.bytes_down += down * len(messages)
@@ -197,13 +173,14 @@ class FCLFedAvg(FedAvg):
                 del r.content[k]
             extras.append(extra)
         self.extra_sums.add_round(server_round, extras)
-        if self.averager is not None:  # privacy: Flower's DP wrapper clips, averages, noises (strategies/privacy.py)
-            arrays, metrics = self.averager(server_round, replies)
-        elif self.aggregator == "mean":
+        aggregator = self.cfg.strategy.aggregator
+        if self.averager is not None:  # privacy: clip, average, noise (strategies/privacy.py)
+            arrays, metrics = self.averager.average(server_round, replies)
+        elif aggregator == "mean":
             arrays, metrics = fedavg([r.content for r in replies], self.weighted_by_key)
         else:
             contents = [r.content for r in replies]
-            arrays = robust_aggregate(contents, self.aggregator, self.trim_beta, self.krum_f)
+            arrays = robust_aggregate(contents, aggregator, self.cfg.strategy.trim_beta, self.cfg.strategy.krum_f)
             metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         if arrays is not None:
             arrays = self.aggregate_extras(server_round, arrays, replies, extras)
@@ -234,6 +211,6 @@ class FCLFedAvg(FedAvg):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
-        self.bytes_up = int(state.get("bytes_up", 0))
-        self.bytes_down = int(state.get("bytes_down", 0))
-        self.extra_sums.load_state_dict(state.get("extra_sums", {}))
+        self.bytes_up = int(state["bytes_up"])
+        self.bytes_down = int(state["bytes_down"])
+        self.extra_sums.load_state_dict(state["extra_sums"])

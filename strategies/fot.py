@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
-import numpy as np
-import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
-from fedcl import keys
+from fedcl.client.instruction import query_config
+from fedcl.config.schema import FOTStrategy
 from fedcl.errors import RoundError
-from fedcl.fot_server import FOTState
+from fedcl.fot import protocol as gpse
+from fedcl.fot.server import FOTState
+from fedcl.records import array_record
 from strategies.aggregation import sum_arrays, sum_metrics
 from strategies.fedavg import FCLFedAvg
 from strategies.round_faults import RoundFaults
+
+log = logging.getLogger("fedcl")
 
 
 class FOT(FCLFedAvg):
@@ -30,36 +34,26 @@ class FOT(FCLFedAvg):
     After the last round of each task the server runs Global Principal Subspace
     Extraction (GPSE): the clients that trained the task compute, with the final
     global model, a random sketch Y_i = R_i Omega_i of their residual layer inputs
-    and their residual ratio; the server only needs the sums, grows each basis
-    by the threshold rule and raises ``eps`` by ``d_eps``.
+    and their residual ratio (:mod:`fedcl.fot.client`); the server only needs the
+    sums, grows each basis by the threshold rule (:mod:`fedcl.fot.server`) and
+    raises ``eps`` by ``d_eps``. The GPSE messages are :mod:`fedcl.fot.protocol`.
 
     Parameters
     ----------
-    eps : float, default 0.96
-        Energy threshold of the basis growth (paper: 0.96 IID, 0.94 non-IID).
-    d_eps : float, default 0.0
-        Threshold increment after each task.
-    sketch_factor : int, default 1
-        Each client's sketch has ``sketch_factor * d`` columns.
-    gpse_max_samples : int, default 500
-        Local samples per client used for GPSE.
+    cfg : Config
+        The run config; ``cfg.strategy`` is a :class:`~fedcl.config.schema.FOTStrategy`:
+        ``eps`` (energy threshold; paper: 0.96 IID, 0.94 non-IID), ``d_eps`` (increment
+        per task), ``sketch_factor`` (each sketch has ``sketch_factor * d`` columns) and
+        ``gpse_max_samples`` (local samples per client used for GPSE), besides FedAvg's keys.
     **kwargs
         :class:`~strategies.fedavg.FCLFedAvg` arguments.
     """
 
-    def __init__(
-        self,
-        *,
-        eps: float = 0.96,
-        d_eps: float = 0.0,
-        sketch_factor: int = 1,
-        gpse_max_samples: int = 500,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.fot = FOTState(bases={}, eps=eps, d_eps=d_eps)
-        self.sketch_factor = sketch_factor
-        self.gpse_max_samples = gpse_max_samples
+        st = self.cfg.strategy
+        assert isinstance(st, FOTStrategy)
+        self.fot = FOTState(bases={}, eps=st.eps, d_eps=st.d_eps)
         self._round_start: ArrayRecord | None = None
         self.gpse_seconds = 0.0
         self.projection_seconds = 0.0
@@ -80,58 +74,64 @@ class FOT(FCLFedAvg):
         if not self.fot.bases or self._round_start is None:
             return arrays
         t0 = time.perf_counter()
-        old = self._round_start.to_torch_state_dict()
-        new = arrays.to_torch_state_dict()
-        projected = self.fot.project(old, new)
+        projected = self.fot.project(self._round_start.to_torch_state_dict(), arrays.to_torch_state_dict())
         self.projection_seconds += time.perf_counter() - t0
-        return _to_record(projected)
+        return array_record(projected)
 
     def on_task_end(self, server_round: int, task_id: int, arrays: ArrayRecord, grid: Grid) -> ArrayRecord:
-        """GPSE: sum the clients' sketches and ratios, grow the bases."""
+        """GPSE: sum the sketches and ratios of the task's clients, grow the bases."""
         t0 = time.perf_counter()
+        replies = self._ask_gpse(server_round, task_id, arrays, grid)
+        sketches = [gpse.reply_records(r)[0] for r in replies]
+        nbytes = sum(s.count_bytes() for s in sketches)
+        self.bytes_up += nbytes
+        self.sketch_bytes += nbytes
+        # the server needs only sums (replies in canonical order, float64: strategies/aggregation.py)
+        ratios, total = gpse.split_stats(sum_metrics(gpse.reply_records(r)[1] for r in replies))
+        self.fot.update_bases(sum_arrays(sketches), ratios, total)
+        self.gpse_seconds += time.perf_counter() - t0
+        return arrays
+
+    def _ask_gpse(self, server_round: int, task_id: int, arrays: ArrayRecord, grid: Grid) -> list[Message]:
+        """The sound GPSE replies of the clients that trained ``task_id`` (broken ones dropped, counted)."""
         clients = [c for c in range(self.num_clients) if self.schedule.task_at(server_round, c) == task_id]
         nodes = self.wait_for_nodes(grid)
-        bases = ArrayRecord({k: Array(v.detach().cpu().numpy().astype(np.float32)) for k, v in self.fot.bases.items()})
-        messages = []
-        for c in clients:
-            rec = ConfigRecord(
-                {
-                    keys.SERVER_ROUND: server_round,
-                    keys.CLIENT_ID: c,
-                    keys.TASK_ID: task_id,
-                    keys.RUN_CONFIG_JSON: self.config_json,
-                }
-            )
-            content = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: rec, keys.FOT_BASES: bases})
-            messages.append(
-                Message(content=content, message_type=f"{MessageType.QUERY}.{keys.GPSE}",
-                        dst_node_id=self.node_for(c, nodes))
-            )
-        self.bytes_down += (arrays.count_bytes() + bases.count_bytes()) * len(messages)
+        messages = [
+            gpse.gpse_query(arrays, query_config(self.config_json, server_round, c, task_id), self.fot.bases,
+                            self.node_for(c, nodes))
+            for c in clients
+        ]
+        if messages:
+            self.bytes_down += sum(r.count_bytes() for r in messages[0].content.array_records.values()) * len(messages)
+        received = grid.send_and_receive(messages, timeout=self.reply_timeout_s)
         # failed, broken or inconsistent sketches are dropped: one NaN would poison every later basis
-        sent = list(messages)
-        received = list(grid.send_and_receive(messages, timeout=getattr(self, "reply_timeout", None)))
-        replies, self.gpse_faults = self.validator.split_gpse(sent, received)
+        replies, self.gpse_faults = self._split_gpse(messages, list(received))
         if not replies:
             raise RoundError(
                 f"FOT: no client gave a sound GPSE reply at the end of task {task_id} "
                 f"({self.gpse_faults.as_row()['fault_reasons']}); the newest checkpoint is intact: fix the "
                 "clients and continue with resume=<run folder>"
             )
-        sketches = [r.content[keys.FOT_SKETCH] for r in replies]
-        stats = [r.content[keys.FOT_STATS] for r in replies]
-        assert all(isinstance(x, ArrayRecord) for x in sketches) and all(isinstance(x, MetricRecord) for x in stats)
-        nbytes = sum(x.count_bytes() for x in sketches)
-        self.bytes_up += nbytes
-        self.sketch_bytes += nbytes
-        # the server needs only sums (replies in canonical order, float64: strategies/aggregation.py)
-        sum_sketch = sum_arrays(sketches)  # type: ignore[arg-type]
-        summed = sum_metrics(stats)  # type: ignore[arg-type]
-        total = summed.get(keys.NUM_EXAMPLES, 0.0)
-        sum_ratio = {k.rsplit("/", 1)[0]: v for k, v in summed.items() if k.endswith("/ratio-weighted")}
-        self.fot.update_bases(sum_sketch, sum_ratio, total)
-        self.gpse_seconds += time.perf_counter() - t0
-        return arrays
+        return replies
+
+    def _split_gpse(self, sent: list[Message], received: list[Message]) -> tuple[list[Message], RoundFaults]:
+        """The sound GPSE replies (sketch layouts agreeing with the majority) and the faults."""
+        good, faults = self.validator.split(
+            "gpse", sent, received, lambda content: gpse.check_reply(content, self.validator.count_reason))
+        if len(good) < 2:
+            return good, faults
+        # the sketches are summed: one reply with other layer shapes would break the sum
+        majority = gpse.majority_signature([r.content for r in good])
+        clients, faults.accepted = list(faults.accepted), []
+        kept = []
+        for c, r in zip(clients, good, strict=True):
+            if gpse.signature(r.content) == majority:
+                kept.append(r)
+                faults.accepted.append(c)
+            else:
+                faults.rejected[c] = "sketch names/shapes differ from the other clients'"
+                log.warning("gpse: client %d rejected: %s", c, faults.rejected[c])
+        return kept, faults
 
     def state_dict(self) -> dict[str, Any]:
         """FedAvg counters + bases, threshold and FOT timings."""
@@ -148,10 +148,7 @@ class FOT(FCLFedAvg):
         """Restore :meth:`state_dict`."""
         super().load_state_dict(state)
         self.fot.load_state_dict(state["fot"])
-        self.gpse_seconds = float(state.get("gpse_seconds", 0.0))
-        self.projection_seconds = float(state.get("projection_seconds", 0.0))
-        self.sketch_bytes = int(state.get("sketch_bytes", 0))
+        self.gpse_seconds = float(state["gpse_seconds"])
+        self.projection_seconds = float(state["projection_seconds"])
+        self.sketch_bytes = int(state["sketch_bytes"])
 
-
-def _to_record(state: dict[str, torch.Tensor]) -> ArrayRecord:
-    return ArrayRecord({k: Array(v.detach().cpu().numpy()) for k, v in state.items()})

@@ -15,11 +15,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from fedcl import keys
 from fedcl.errors import ConfigError, RoundError
+from fedcl.nodes import node_info_query, partition_of
 
 log = logging.getLogger("fedcl")
 
@@ -83,13 +82,9 @@ class NodeMap:
         self.partition_of = {n: p for n, p in self.partition_of.items() if n in nodes}  # gone nodes forgotten
         new = [n for n in nodes if n not in self.partition_of]
         if new:
-            kind = f"{MessageType.QUERY}.{keys.NODE_INFO}"
-            queries = [Message(content=RecordDict({}), message_type=kind, dst_node_id=n) for n in new]
-            replies = grid.send_and_receive(queries, timeout=max(self.poll_s, 30.0))
+            replies = grid.send_and_receive([node_info_query(n) for n in new], timeout=max(self.poll_s, 30.0))
             for r in replies:
-                rec = None if r.has_error() else r.content.get(keys.CONFIG)
-                part = int(rec.get(keys.PARTITION_ID, -1)) if isinstance(rec, ConfigRecord) else -1  # type: ignore[arg-type]
-                self.partition_of[r.metadata.src_node_id] = part
+                self.partition_of[r.metadata.src_node_id] = partition_of(r)
         self.node_of = {}
         for n in sorted(self.partition_of):
             p = self.partition_of[n]

@@ -1,4 +1,16 @@
-"""Client-level differential privacy composed with the continual strategies (FCLFedAvg, FOT)."""
+"""Client-level differential privacy for the continual strategies: the averaging step and its accountant.
+
+Central DP follows McMahan et al., "Learning Differentially Private Recurrent Language
+Models", ICLR 2018 (clip each client's update to norm C, add N(0, (z C / m)^2) to the
+mean of m updates), through Flower's strategy wrappers
+(``DifferentialPrivacy{Client,Server}Side{Fixed,Adaptive}Clipping``; adaptive clipping:
+Andrew et al., "Differentially Private Learning with Adaptive Clipping", NeurIPS 2021).
+Local DP is Flower's ``LocalDpMod`` on the clients (``fedcl/privacy/client_mod.py``); the
+server only accounts for it. :class:`PrivateAveraging` replaces FedAvg's averaging step
+of any strategy built on :class:`~strategies.fedavg.FCLFedAvg` (its post-processing,
+FOT's projection, runs after the noise: post-processing keeps the guarantee) and is a
+round hook that reports epsilon every round.
+"""
 
 from __future__ import annotations
 
@@ -10,43 +22,39 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedcl import keys
+import fedcl.keys as keys
+from fedcl.config.schema import DP
 from fedcl.errors import ConfigError
+from fedcl.hooks import RoundHook
 from fedcl.privacy.accountant import StreamAccountant, local_noise_multiplier
 from fedcl.seeding import seeded_numpy
 from strategies.aggregation import fedavg
-from strategies.fedavg import FCLFedAvg
 
 
-class _AveragingView(Strategy):
-    """The base strategy as Flower's DP wrappers must see it: selection + plain averaging.
+class _MeanOf(Strategy):
+    """What Flower's DP wrappers wrap: the round's prepared messages, and the plain mean with equal weights.
 
-    The wrapper clips every ArrayRecord of a reply and noises the average, so it must
-    wrap only the averaging step: strategy payloads are taken out before it, and the
-    base's post-processing (FOT's projection) runs after the noise, on the private
-    average (post-processing keeps the DP guarantee).
+    The sensitivity C/m of the mean holds for equal weights only (McMahan et al. 2018).
     """
 
-    def __init__(self, base: FCLFedAvg, uniform: bool) -> None:
-        self.base = base
-        self.uniform = uniform
+    def __init__(self, weighted_by_key: str) -> None:
+        self.weighted_by_key = weighted_by_key
+        self.pending: list[Message] = []
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return self.base.configure_train(server_round, arrays, config, grid)
+        return self.pending
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        if self.uniform:
-            # the sensitivity C/m of the mean holds for equal weights only (McMahan et al. 2018)
-            for r in replies:
-                r.content[keys.METRICS][keys.NUM_EXAMPLES] = 1  # type: ignore[index,assignment]
         if not replies:
             return None, None
-        return fedavg([r.content for r in replies], self.base.weighted_by_key)
+        for r in replies:
+            r.content[keys.METRICS][keys.NUM_EXAMPLES] = 1  # type: ignore[index,assignment]
+        return fedavg([r.content for r in replies], self.weighted_by_key)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -60,128 +68,100 @@ class _AveragingView(Strategy):
         return None
 
 
-class PrivateStrategy:
-    """An FCL strategy with client-level DP (central or local) accounted over the whole stream.
+class PrivateAveraging(RoundHook):
+    """Clip, average and noise the round's updates (central DP) or only average them (local DP); account epsilon.
 
-    Central DP follows McMahan et al., "Learning Differentially Private Recurrent
-    Language Models", ICLR 2018 (clip each client's update to norm C, add
-    N(0, (z C / m)^2) to the mean of m updates), through Flower's strategy wrappers
-    (``DifferentialPrivacy{Client,Server}Side{Fixed,Adaptive}Clipping``; adaptive
-    clipping: Andrew et al., "Differentially Private Learning with Adaptive
-    Clipping", NeurIPS 2021). Local DP is Flower's ``LocalDpMod`` on the clients
-    (``fedcl/privacy/client_mod.py``); the server only accounts for it. The
-    accountant (:class:`~fedcl.privacy.accountant.StreamAccountant`) composes one
-    release per round over every task, so ``epsilon`` in ``metrics.jsonl`` is the
-    loss of the whole stream so far.
-
-    FOT's GPSE sketches are not model updates: they are released once per task,
-    only their sum is used, and they are not clipped or noised here (their privacy
-    is not covered by the reported epsilon; run with secure aggregation to hide the
-    individual sketches). The projection of the update runs after the noise.
-
-    Everything this class does not define is the base strategy's (``__getattr__``),
-    so the round loop, checkpoints and FOT's ``on_task_end`` work unchanged.
+    The accountant (:class:`~fedcl.privacy.accountant.StreamAccountant`) composes one
+    release per round over every task, so ``epsilon`` in ``metrics.jsonl`` is the loss of
+    the whole stream so far. FOT's GPSE sketches are not model updates: they are
+    released once per task, only their sum is used, and they are not clipped or noised
+    here (their privacy is not covered by the reported epsilon; run with secure
+    aggregation to hide the individual sketches).
 
     Parameters
     ----------
-    base : FCLFedAvg
-        The continual strategy (client selection, payloads, post-processing).
-    dp : dict
-        ``cfg['privacy']['dp']``.
-    secure_aggregation : bool, default False
-        Whether updates arrive as a SecAgg+ sum (then clipping must be client-side).
+    dp : DP
+        ``privacy.dp``.
+    seed : int
+        Run seed (the noise of round r is seeded by (seed, r)).
+    num_clients : int
+        Logical clients (the accountant's population).
+    per_round : int
+        Clients sampled per round.
+    weighted_by_key : str
+        The sample-count metric of train replies.
     """
 
-    def __init__(self, base: FCLFedAvg, dp: dict[str, Any], secure_aggregation: bool = False) -> None:
-        self.base = base
-        self.dp_cfg = dict(dp)
-        self.mode = str(dp["mode"])
-        self.delta = float(dp["delta"])
-        self.view = _AveragingView(base, uniform=True)
+    name = "privacy"
+
+    def __init__(self, dp: DP, seed: int, num_clients: int, per_round: int, weighted_by_key: str) -> None:
+        self.dp, self.seed = dp, seed
+        self.view = _MeanOf(weighted_by_key)
         self.wrapper: Strategy | None = None
         self.epsilon = 0.0
         self.last_noise_multiplier = 0.0
-        if self.mode == "central":
-            self.noise_multiplier = float(dp["noise_multiplier"])
-            self.wrapper = self._build_wrapper(dp, base.clients_per_round or base.num_clients)
+        if dp.mode == "central":
+            assert dp.noise_multiplier is not None
+            self.noise_multiplier = dp.noise_multiplier
+            self.wrapper = self._build_wrapper(per_round)
         else:
-            self.noise_multiplier = local_noise_multiplier(float(dp["epsilon"]), self.delta)
-        self.accountant = StreamAccountant(
-            delta=self.delta, population_size=base.num_clients, sampling=str(dp.get("sampling", "no_amplification")),
-            max_epsilon=dp.get("max_epsilon"),
-        )
+            assert dp.epsilon is not None
+            self.noise_multiplier = local_noise_multiplier(dp.epsilon, dp.delta)
+        self.accountant = StreamAccountant(delta=dp.delta, population_size=num_clients, sampling=dp.sampling,
+                                           max_epsilon=dp.max_epsilon)
         self._sampled: dict[int, int] = {}
-        self._released: int | None = None
-        if getattr(base, "aggregator", "mean") != "mean":
-            raise ConfigError("strategy.aggregator", base.aggregator,  # type: ignore[attr-defined]
-                              "'mean' under differential privacy (the noise is calibrated to the mean's sensitivity)")
-        base.averager = self._private_average
 
-    def _build_wrapper(self, dp: dict[str, Any], m: int) -> Strategy:
+    def _build_wrapper(self, m: int) -> Strategy:
         from flwr.serverapp import strategy as fs
 
-        side = "Client" if dp.get("clipping", "client") == "client" else "Server"
+        dp = self.dp
+        side = "Client" if dp.clipping == "client" else "Server"
         try:
-            if dp.get("adaptive", False):
+            if dp.adaptive:
                 cls = _clip_norm_rises_when_clipping(getattr(fs, f"DifferentialPrivacy{side}SideAdaptiveClipping"))
                 return cls(  # type: ignore[no-any-return]
-                    self.view, self.noise_multiplier, m,
-                    initial_clipping_norm=float(dp["clipping_norm"]),
-                    target_clipped_quantile=float(dp["target_clipped_quantile"]),
-                    clip_norm_lr=float(dp["clip_norm_lr"]),
-                    clipped_count_stddev=dp.get("clipped_count_stddev"),
+                    self.view, self.noise_multiplier, m, initial_clipping_norm=dp.clipping_norm,
+                    target_clipped_quantile=dp.target_clipped_quantile, clip_norm_lr=dp.clip_norm_lr,
+                    clipped_count_stddev=dp.clipped_count_stddev,
                 )
             cls = getattr(fs, f"DifferentialPrivacy{side}SideFixedClipping")
-            return cls(self.view, self.noise_multiplier, float(dp["clipping_norm"]), m)  # type: ignore[no-any-return]
+            return cls(self.view, self.noise_multiplier, dp.clipping_norm, m)  # type: ignore[no-any-return]
         except ValueError as exc:
-            raise ConfigError("privacy.dp", dict(dp), str(exc)) from exc
+            raise ConfigError("privacy.dp", dp.model_dump(), str(exc)) from exc
 
-    def __getattr__(self, name: str) -> Any:
-        # only called for names this class lacks: bytes_up, schedule, on_task_end, ...
-        if name == "base":
-            raise AttributeError(name)
-        return getattr(self.base, name)
-
-    # ---- Flower Strategy API (what the round loop calls) -------------------------------
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> list[Message]:
-        """The base's messages (through the DP wrapper, which adds the clipping norm)."""
-        inner = self.wrapper if self.wrapper is not None else self.base
-        messages = list(inner.configure_train(server_round, arrays, config, grid))
+    # ---- the averaging step (strategies.fedavg.Averager) ------------------------------------
+    def configure(self, server_round: int, arrays: ArrayRecord, messages: list[Message]) -> None:
+        """Check the budget; let Flower's wrapper add the clipping norm to every message's config."""
         if messages:
             self.accountant.check(self.noise_multiplier, len(messages))
         self._sampled[server_round] = len(messages)
-        if self.wrapper is not None:
-            # the wrapper's noise std is z C / m with m the round's sample (clients change with tasks)
-            self.wrapper.num_sampled_clients = max(len(messages), 1)  # type: ignore[attr-defined]
-        return messages
+        if self.wrapper is None:
+            return
+        # the wrapper's noise std is z C / m with m the round's sample (clients change with tasks)
+        self.wrapper.num_sampled_clients = max(len(messages), 1)  # type: ignore[attr-defined]
+        self.view.pending = messages
+        config = ConfigRecord()
+        self.wrapper.configure_train(server_round, arrays, config, None)  # type: ignore[arg-type]
+        for m in messages:
+            rec = m.content[keys.CONFIG]
+            assert isinstance(rec, ConfigRecord)
+            for k, v in config.items():
+                rec[k] = v
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """The base's aggregation with its averaging step replaced by clip + mean + noise, then accounting."""
+    def average(self, server_round: int, replies: list[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Flower's DP wrapper (central) or the plain equal-weight mean (local), then one accounted release."""
         sampled = self._sampled.pop(server_round, 0)
-        self._released = None
-        arrays, metrics = self.base.aggregate_train(server_round, replies)
-        if self._released is not None:
-            self.last_noise_multiplier = self._effective_noise(self._released, sampled or self._released)
-            self.epsilon = self.accountant.compose(self.last_noise_multiplier, max(self._released, 1))
-        return arrays, metrics
-
-    def _private_average(
-        self, server_round: int, replies: list[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """FCLFedAvg's averaging step (``base.averager``): Flower's DP wrapper, or local DP's plain mean."""
         if self.wrapper is not None:
             # Flower's wrappers draw their noise from np.random: seeded by (seed, round), so the noise is the
             # same whatever ran before (a resumed run, another reply order)
-            with seeded_numpy(self.base.seed, "dp-noise", server_round):
+            with seeded_numpy(self.seed, "dp-noise", server_round):
                 arrays, metrics = self.wrapper.aggregate_train(server_round, replies)
         else:
             arrays, metrics = self.view.aggregate_train(server_round, replies)
         if arrays is not None:
-            self._released = len(replies)
+            released = len(replies)
+            self.last_noise_multiplier = self._effective_noise(released, sampled or released)
+            self.epsilon = self.accountant.compose(self.last_noise_multiplier, max(released, 1))
         return arrays, metrics
 
     def _effective_noise(self, received: int, sampled: int) -> float:
@@ -193,42 +173,36 @@ class PrivateStrategy:
         clipped-count query (Andrew et al. 2021); the total release is still z.
         Local: every client's own release has multiplier sigma / C.
         """
-        if self.mode == "local":
+        if self.dp.mode == "local":
             return self.noise_multiplier
         return self.noise_multiplier * min(1.0, received / max(sampled, 1))
 
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.base.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.base.aggregate_evaluate(server_round, replies)
-
-    # ---- metrics and checkpoints ------------------------------------------------------
-    def privacy_row(self) -> dict[str, float]:
-        """Per-round columns of ``metrics.jsonl``: cumulative epsilon at delta."""
-        row = {"epsilon": self.epsilon, "delta": self.delta, "noise_multiplier": self.last_noise_multiplier}
+    # ---- round hook ------------------------------------------------------------------------
+    def round_metrics(self, server_round: int, arrays: ArrayRecord) -> dict[str, Any]:
+        """Cumulative epsilon at delta, the round's effective noise multiplier and clipping norm."""
+        row: dict[str, Any] = {"epsilon": self.epsilon, "delta": self.dp.delta,
+                               "noise_multiplier": self.last_noise_multiplier}
         clip = getattr(self.wrapper, "clipping_norm", None)
         if clip is not None:
             row["clipping_norm"] = float(clip)
         return row
 
+    def summary(self) -> dict[str, Any]:
+        """``privacy`` in summary.json: epsilon over the whole stream."""
+        return {"privacy": self.round_metrics(0, ArrayRecord())}
+
     def state_dict(self) -> dict[str, Any]:
-        """The base's state plus the accountant ledger and the (adaptive) clipping norm."""
-        state = {**self.base.state_dict(), "epsilon": self.epsilon, "delta": self.delta,
-                 "privacy_accountant": self.accountant.state_dict()}
+        """The accountant ledger and the (adaptive) clipping norm: a resumed run keeps spending the same budget."""
+        state: dict[str, Any] = {"epsilon": self.epsilon, "accountant": self.accountant.state_dict()}
         clip = getattr(self.wrapper, "clipping_norm", None)
         if clip is not None:
             state["clipping_norm"] = float(clip)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`: a resumed run keeps spending the same budget."""
-        self.base.load_state_dict(state)
-        if "privacy_accountant" in state:
-            self.accountant.load_state_dict(state["privacy_accountant"])
-            self.epsilon = self.accountant.epsilon
+        """Restore :meth:`state_dict`."""
+        self.accountant.load_state_dict(state["accountant"])
+        self.epsilon = self.accountant.epsilon
         if "clipping_norm" in state and self.wrapper is not None:
             self.wrapper.clipping_norm = float(state["clipping_norm"])  # type: ignore[attr-defined]
 
@@ -252,21 +226,3 @@ def _clip_norm_rises_when_clipping(cls: type) -> type:
         self.clipping_norm *= math.exp(self.clip_norm_lr * (clipped_fraction - self.target_clipped_quantile))
 
     return type(cls.__name__, (cls,), {"_geometric_update": _geometric_update, "__doc__": cls.__doc__})
-
-
-def with_privacy(strategy: FCLFedAvg, cfg: dict[str, Any]) -> Any:
-    """``strategy`` composed with ``cfg['privacy']``: DP wrapper and/or the SecAgg+ check.
-
-    A strategy whose server logic needs each client's own update declares it with a
-    class attribute ``individual_updates_reason``; secure aggregation refuses it.
-    """
-    pv = cfg.get("privacy") or {}
-    secagg = bool(pv.get("secure_aggregation", False))
-    reason = getattr(strategy, "individual_updates_reason", None)
-    if secagg and reason:
-        raise ConfigError("privacy.secure_aggregation", True,
-                          f"strategy '{cfg['strategy']['name']}' needs individual client updates ({reason}); "
-                          "secure aggregation only gives the server their sum: use privacy=none or dp_central")
-    if pv.get("dp") is None:
-        return strategy
-    return PrivateStrategy(strategy, pv["dp"], secure_aggregation=secagg)

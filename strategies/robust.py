@@ -19,7 +19,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
 from flwr.server.strategy.aggregate import aggregate_krum, aggregate_median, aggregate_trimmed_avg
 
-from fedcl import keys
+import fedcl.keys as keys
 from fedcl.errors import ConfigError
 
 AGGREGATORS = ("mean", "median", "trimmed_mean", "krum")

@@ -26,20 +26,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, Message
 from flwr.serverapp import Grid
 
-from fedcl import keys
-from fedcl.config import to_json
+import fedcl.keys as keys
+from fedcl.client.instruction import query_config
+from fedcl.config import Config
 from fedcl.data import Schedule, Stream
 from fedcl.errors import ConfigError
-from fedcl.unlearning import build_unlearner, parse_requests
+from fedcl.hooks import RoundHook
+from fedcl.records import array_record
+from fedcl.unlearning import build_unlearner, parse_requests, protocol
 from fedcl.unlearning.base import State, UnlearnJob
 from fedcl.unlearning.evaluation import EvalSets, build_eval_sets, compare, outputs, report, task_drop
 from fedcl.unlearning.metrics import accuracy
 from fedcl.unlearning.plots import plot_unlearning
 from fedcl.unlearning.requests import Request
 from strategies.aggregation import sum_arrays, sum_metrics, weighted_mean
+from strategies.fedavg import FCLFedAvg
 
 log = logging.getLogger("fedcl")
 ORACLE_DIR = "unlearning"
@@ -47,60 +51,61 @@ ORACLE_DIR = "unlearning"
 _FINGERPRINT_KEYS = ("seed", "stream", "model", "method", "strategy", "federation", "train", "schedule")
 
 
-def fingerprint(cfg: dict[str, Any]) -> str:
+def fingerprint(cfg: Config) -> str:
     """JSON of what must be equal between a method's run and its retrain oracle."""
-    fp = {k: cfg.get(k) for k in _FINGERPRINT_KEYS}
-    fp["federation"] = {k: v for k, v in (cfg["federation"] or {}).items() if k != "state_store"}
-    fp["requests"] = [r.to_dict() for r in parse_requests((cfg.get("unlearning") or {}).get("requests"))]
-    return to_json(fp)
+    data = cfg.dump()
+    fp = {k: data[k] for k in _FINGERPRINT_KEYS}
+    fp["federation"] = {k: v for k, v in data["federation"].items() if k != "state_store"}
+    fp["requests"] = [r.to_dict() for r in parse_requests(cfg.unlearning["requests"])]
+    return json.dumps(fp, sort_keys=True, separators=(",", ":"))
 
 
 def oracle_path(run_dir: str | Path, server_round: int) -> Path:
     return Path(run_dir) / ORACLE_DIR / f"oracle-round-{server_round}.pt"
 
 
-def _record(state: State) -> ArrayRecord:
-    return ArrayRecord({k: Array(v.detach().cpu().numpy()) for k, v in state.items()})
-
-
-class UnlearningRunner:
-    """Deletion requests, the unlearning method and its evaluation for one run.
+class UnlearningRunner(RoundHook):
+    """Deletion requests, the unlearning method and its evaluation for one run (a round hook).
 
     Parameters
     ----------
-    cfg : dict
-        The resolved config (``unlearning`` group: ``name``, ``requests``, ``params``,
-        ``oracle_dir``, ``eval_samples``).
+    cfg : Config
+        The run config (``unlearning``: ``name``, ``requests``, ``oracle_dir``,
+        ``eval_samples`` and the method's options).
     stream, schedule : Stream, Schedule
         The run's stream and schedule.
-    strategy : Any
-        The :class:`~strategies.fedavg.FCLFedAvg` (or subclass) of the run: its
-        ``excluded_clients`` / ``extra_client_config`` carry the exclusions.
+    strategy : FCLFedAvg
+        The run's strategy: served requests exclude clients and add the forgotten
+        classes to every client's config through its methods.
     model : torch.nn.Module
         A model instance (copied) used for evaluation.
+    run_dir : Path
+        The run folder (the oracle saves its models there).
     """
 
-    def __init__(self, cfg: dict[str, Any], stream: Stream, schedule: Schedule, strategy: Any,
-                 model: torch.nn.Module) -> None:
-        ucfg = cfg.get("unlearning") or {"name": "none"}
+    name = "unlearning"
+
+    def __init__(self, cfg: Config, stream: Stream, schedule: Schedule, strategy: FCLFedAvg,
+                 model: torch.nn.Module, run_dir: Path) -> None:
+        ucfg = cfg.unlearning
         self.cfg, self.stream, self.schedule, self.strategy = cfg, stream, schedule, strategy
         self.method = build_unlearner(ucfg)
-        self.requests: list[Request] = parse_requests(ucfg.get("requests"), schedule.total_rounds,
+        self.requests: list[Request] = parse_requests(ucfg["requests"], schedule.total_rounds,
                                                       stream.num_clients, stream.num_classes)
-        self.per_set = int(ucfg.get("eval_samples", 500))
-        self.seed = int(cfg["seed"])
+        self.per_set = int(ucfg["eval_samples"])
+        self.seed = cfg.seed
         self.model = copy.deepcopy(model)
         self.device = next(self.model.parameters()).device
-        self.timeout = float(cfg["backend"].get("timeout_s", 3600))
+        self.timeout = cfg.backend.timeout_s
         self.fingerprint = fingerprint(cfg)
         self.served: list[Request] = []
         self.jobs: list[dict[str, Any]] = []
         self.t_start = time.perf_counter()
-        self.run_dir: Path | None = None
+        self.run_dir = run_dir
         self._grid: Grid | None = None
         self._round, self._task = 0, 0
         self._round_sets: EvalSets | None = None
-        self.oracle_dir = ucfg.get("oracle_dir")
+        self.oracle_dir = ucfg["oracle_dir"]
         forgotten = {r.target for r in self.requests if r.kind == "class"}
         for task in stream.tasks:
             if stream.scenario != "domain_permuted" and set(task.classes) <= forgotten:
@@ -113,10 +118,10 @@ class UnlearningRunner:
                                       f"a finished unlearning=retrain run with the same requests "
                                       f"({oracle_path(self.oracle_dir, r)} is missing)")
         if self.method.needs_individual_updates:
-            strategy.extra_client_config[keys.REPORT_CLIENT_ID] = True
+            strategy.set_client_config(protocol.REPORT_CLIENT_ID, True)
 
     # ---- exclusions ----------------------------------------------------------------------
-    def start(self, first_round: int = 1) -> None:
+    def on_run_start(self, first_round: int) -> None:
         """Exclude data that must never train: the oracle's, round-0 requests, and (resume) served ones."""
         self.t_start = time.perf_counter()
         early = [r for r in self.requests if self.method.removes_from_start or r.round == 0 or r.round < first_round]
@@ -126,28 +131,28 @@ class UnlearningRunner:
         for r in reqs:
             if r not in self.served:
                 self.served.append(r)
-        self.strategy.excluded_clients |= {r.target for r in self.served if r.kind == "client"}
+        self.strategy.exclude_clients(r.target for r in self.served if r.kind == "client")
         classes = sorted({r.target for r in self.served if r.kind == "class"})
         if classes:
-            self.strategy.extra_client_config[keys.FORGET_CLASSES] = classes
+            self.strategy.set_client_config(keys.FORGET_CLASSES, classes)
 
     # ---- round hooks ---------------------------------------------------------------------
-    def observe(self, server_round: int, arrays: ArrayRecord, replies: list[Message]) -> None:
+    def on_replies(self, server_round: int, arrays: ArrayRecord, replies: list[Message]) -> None:
         """Hand the round's individual updates to a method that keeps them (FedEraser)."""
         if not self.method.needs_individual_updates:
             return
         before = arrays.to_torch_state_dict()
         updates: dict[int, tuple[State, int]] = {}
         for r in replies:
-            if r.has_error() or keys.UNLEARN_INFO not in r.content.config_records:
+            cid = None if r.has_error() else protocol.reporting_client(r)
+            if cid is None:
                 continue
-            cid = int(r.content.config_records[keys.UNLEARN_INFO][keys.CLIENT_ID])  # type: ignore[arg-type]
             w = r.content.array_records[keys.ARRAYS].to_torch_state_dict()
             n = int(r.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES])  # type: ignore[arg-type]
             updates[cid] = ({k: w[k] - before[k] for k in w if w[k].is_floating_point()}, n)
         self.method.observe_round(server_round, before, updates)
 
-    def after_round(self, server_round: int, arrays: ArrayRecord, grid: Grid) -> ArrayRecord:
+    def after_aggregate(self, server_round: int, arrays: ArrayRecord, grid: Grid) -> ArrayRecord:
         """Serve the requests due at this round; return the (unlearned) global arrays."""
         due = [r for r in self.requests if r.round == server_round]
         if not due:
@@ -164,7 +169,7 @@ class UnlearningRunner:
             current_task=self._task,
             retain_clients=[c for c in range(self.stream.num_clients) if c not in gone_before + forget_clients],
             forget_clients=forget_clients, forget_classes=forget_classes, dropped_classes=prior,
-            lr=float(self.cfg["train"]["lr"]),
+            lr=self.cfg.train.lr,
             task_of_round={q: self.schedule.global_task(q) for q in range(1, server_round + 1)},
         )
         sets = build_eval_sets(self.stream, job.seen_tasks, forget_clients, forget_classes, prior, gone_before,
@@ -191,9 +196,9 @@ class UnlearningRunner:
         self._round_sets = sets
         self.jobs.append(rec)
         log.info("unlearning: served %s at round %d", rec["requests"], server_round)
-        return _record(state)
+        return array_record(state)
 
-    def round_metrics(self, arrays: ArrayRecord) -> dict[str, Any]:
+    def round_metrics(self, server_round: int, arrays: ArrayRecord) -> dict[str, Any]:
         """Per-round forget / retain accuracy once a request was served (the split evaluation)."""
         if self._round_sets is None:
             return {}
@@ -210,8 +215,6 @@ class UnlearningRunner:
         return report(self.model, sets, self.stream, self.device)
 
     def _save_oracle(self, server_round: int, state: State, rec: dict[str, Any]) -> None:
-        if self.run_dir is None:
-            return
         path = oracle_path(self.run_dir, server_round)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"state": {k: v.cpu() for k, v in state.items()}, "fingerprint": self.fingerprint,
@@ -235,15 +238,9 @@ class UnlearningRunner:
         assert self._grid is not None
         st = self.strategy
         nodes = st.wait_for_nodes(self._grid)
-        arrays = _record(state)
-        blob = json.dumps(options, sort_keys=True)
-        messages = []
-        for c in clients:
-            rec = ConfigRecord({keys.SERVER_ROUND: self._round, keys.CLIENT_ID: c, keys.TASK_ID: self._task,
-                                keys.RUN_CONFIG_JSON: st.config_json, keys.UNLEARN_OPTIONS: blob})
-            messages.append(Message(content=RecordDict({keys.ARRAYS: arrays, keys.CONFIG: rec}),
-                                    message_type=f"{MessageType.QUERY}.{keys.UNLEARN}",
-                                    dst_node_id=st.node_for(c, nodes)))
+        arrays = array_record(state)
+        messages = [protocol.query(arrays, query_config(st.config_json, self._round, c, self._task), options,
+                                   st.node_for(c, nodes)) for c in clients]
         st.bytes_down += arrays.count_bytes() * len(messages)
         received = list(self._grid.send_and_receive(messages, timeout=self.timeout))
         # sound replies only (NaN / Inf would poison the sums), in canonical order (strategies/aggregation.py)
@@ -285,14 +282,19 @@ class UnlearningRunner:
         replies = self._query(clients, state, {**options, "report_client": True})
         out: dict[int, tuple[State, int]] = {}
         for r in replies:
-            cid = int(r.content.config_records[keys.UNLEARN_INFO][keys.CLIENT_ID])  # type: ignore[arg-type]
+            cid = protocol.reporting_client(r)
+            assert cid is not None, "an individual-update reply without its client id"
             n = int(r.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES])  # type: ignore[arg-type]
             out[cid] = (dict(r.content.array_records[keys.ARRAYS].to_torch_state_dict()), n)
         return out
 
     # ---- outputs -------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        """The ``unlearning`` section of ``summary.json``."""
+        """The ``unlearning`` section of ``summary.json`` (only when the run has requests)."""
+        return {"unlearning": self.report()} if self.requests else {}
+
+    def report(self) -> dict[str, Any]:
+        """Method, requests, oracle and the evaluation of every served request."""
         return {
             "method": self.method.name,
             "needs_individual_updates": self.method.needs_individual_updates,
@@ -302,11 +304,11 @@ class UnlearningRunner:
             "method_state": self.method.state_dict(),
         }
 
-    def write_outputs(self, run_dir: Path, plots: bool = True) -> None:
+    def on_run_end(self, run_dir: Path, plots: bool) -> None:
         """``unlearning.json`` and ``unlearning.png`` in the run folder."""
         if not self.requests:
             return
-        (run_dir / "unlearning.json").write_text(json.dumps(self.summary(), indent=2, default=_json))
+        (run_dir / "unlearning.json").write_text(json.dumps(self.report(), indent=2, default=_json))
         if plots and self.jobs:
             plot_unlearning(self.jobs, run_dir / "unlearning.png", self.method.name)
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
-from fedcl import keys
+import fedcl.keys as keys
+from fedcl.records import non_finite_reason
 from strategies.aggregation import canonical_replies
 from strategies.round_faults import RoundFaults
 
@@ -49,26 +49,6 @@ def check_num_examples(metrics: MetricRecord, key: str, max_examples: int) -> st
     if not 0 < float(n) <= max_examples:  # type: ignore[arg-type]
         return f"'{key}' = {n!r} is outside [1, {max_examples}]"
     return None
-
-
-def non_finite_arrays(record: ArrayRecord) -> list[str]:
-    """Names of the float arrays of ``record`` holding NaN or Inf."""
-    bad = []
-    for name, arr in record.items():
-        x = arr.numpy()
-        if np.issubdtype(x.dtype, np.inexact) and not np.isfinite(x).all():
-            bad.append(name)
-    return bad
-
-
-def non_finite_metrics(record: MetricRecord) -> list[str]:
-    """Names of the metrics of ``record`` that are NaN or Inf."""
-    bad = []
-    for name, v in record.items():
-        vals = v if isinstance(v, list) else [v]
-        if any(isinstance(x, float) and not math.isfinite(x) for x in vals):
-            bad.append(name)
-    return bad
 
 
 def check_arrays_like(arrays: ArrayRecord, reference: ArrayRecord) -> str | None:
@@ -117,56 +97,7 @@ def check_train_reply(
         reason = check_arrays_like(arrays, reference)
         if reason:
             return reason
-    bad = non_finite_arrays(arrays)
-    if bad:
-        return f"NaN/Inf in arrays {bad[:3]}"
-    bad = non_finite_metrics(metrics)
-    if bad:
-        return f"NaN/Inf in metrics {bad[:3]}"
-    for name in content.keys():  # strategy payloads (e.g. sketches) must be finite too
-        rec = content[name]
-        if name != keys.ARRAYS and isinstance(rec, ArrayRecord) and non_finite_arrays(rec):
-            return f"NaN/Inf in record '{name}'"
-    return None
-
-
-def check_gpse_reply(content: RecordDict, max_examples: int = MAX_NUM_EXAMPLES) -> str | None:
-    """Why a FOT GPSE reply (sketches + weighted ratios) must not be summed, or ``None``."""
-    sketch = content.get(keys.FOT_SKETCH)
-    if not isinstance(sketch, ArrayRecord):
-        return f"record '{keys.FOT_SKETCH}' missing or not an ArrayRecord"
-    stats = content.get(keys.FOT_STATS)
-    if not isinstance(stats, MetricRecord):
-        return f"record '{keys.FOT_STATS}' missing or not a MetricRecord"
-    if keys.NUM_EXAMPLES in stats:
-        reason = check_num_examples(stats, keys.NUM_EXAMPLES, max_examples)
-        if reason:
-            return reason
-    bad = non_finite_arrays(sketch)
-    if bad:
-        return f"NaN/Inf in sketches {bad[:3]}"
-    bad = non_finite_metrics(stats)
-    if bad:
-        return f"NaN/Inf in stats {bad[:3]}"
-    return None
-
-
-def check_finite_reply(content: RecordDict) -> str | None:
-    """Why a query reply whose records are summed (unlearning) must not be used, or ``None``."""
-    for name in content.keys():
-        rec = content[name]
-        if isinstance(rec, ArrayRecord) and non_finite_arrays(rec):
-            return f"NaN/Inf in record '{name}' {non_finite_arrays(rec)[:3]}"
-        if isinstance(rec, MetricRecord) and non_finite_metrics(rec):
-            return f"NaN/Inf in record '{name}' {non_finite_metrics(rec)[:3]}"
-    return None
-
-
-def sketch_signature(content: RecordDict) -> tuple[tuple[str, tuple[int, ...], str], ...]:
-    """Names, shapes and dtypes of a GPSE reply's sketches (all sound replies share one)."""
-    sketch = content[keys.FOT_SKETCH]
-    assert isinstance(sketch, ArrayRecord)
-    return tuple(sorted((k, tuple(a.shape), str(a.dtype)) for k, a in sketch.items()))
+    return non_finite_reason(content)  # the model and every strategy payload (sums, sketches)
 
 
 def short_reason(text: str | None, limit: int = 300) -> str:
@@ -193,9 +124,10 @@ class ReplyValidator:
         self.weighted_by_key = weighted_by_key
         self.max_examples = max_examples
 
-    def _split(
+    def split(
         self, what: str, sent: list[Message], replies: list[Message], check: Any, log_faults: bool = True
     ) -> tuple[list[Message], RoundFaults]:
+        """The replies ``check`` (content -> reason or None) accepts, in canonical order, and the round's faults."""
         # canonical order (by logical client) before anything is computed from the replies
         pairs, missing = canonical_replies(sent, replies)
         faults = RoundFaults(sent=len(sent) if sent else len(replies))
@@ -220,7 +152,7 @@ class ReplyValidator:
         self, sent: list[Message], replies: list[Message], reference: ArrayRecord | None, log_faults: bool = True
     ) -> tuple[list[Message], RoundFaults]:
         """The sound ``train`` replies and the round's faults (logged unless ``log_faults`` is false)."""
-        return self._split(
+        return self.split(
             "train", sent, replies,
             lambda content: check_train_reply(content, reference, self.weighted_by_key, self.max_examples),
             log_faults,
@@ -228,24 +160,8 @@ class ReplyValidator:
 
     def split_query(self, what: str, sent: list[Message], replies: list[Message]) -> tuple[list[Message], RoundFaults]:
         """The sound replies of a query whose records are summed (no error, everything finite) and the faults."""
-        return self._split(what, sent, replies, check_finite_reply)
+        return self.split(what, sent, replies, non_finite_reason)
 
-    def split_gpse(self, sent: list[Message], replies: list[Message]) -> tuple[list[Message], RoundFaults]:
-        """The sound GPSE replies (sketch shapes agreeing with the majority) and the faults."""
-        good, faults = self._split("gpse", sent, replies, lambda content: check_gpse_reply(content, self.max_examples))
-        if len(good) > 1:
-            # the sketches are summed: one reply with other layer shapes would break the sum
-            sigs = [sketch_signature(r.content) for r in good]
-            majority, _ = Counter(sigs).most_common(1)[0]
-            kept = []
-            clients = list(faults.accepted)
-            faults.accepted = []
-            for c, r, s in zip(clients, good, sigs, strict=True):
-                if s == majority:
-                    kept.append(r)
-                    faults.accepted.append(c)
-                else:
-                    faults.rejected[c] = "sketch names/shapes differ from the other clients'"
-                    log.warning("gpse: client %d rejected: %s", c, faults.rejected[c])
-            good = kept
-        return good, faults
+    def count_reason(self, metrics: MetricRecord, key: str) -> str | None:
+        """Why ``metrics[key]`` is not a credible sample count (at most ``max_examples``), or ``None``."""
+        return check_num_examples(metrics, key, self.max_examples)

@@ -2,7 +2,7 @@
 
 from fedcl.data.idx import load_idx_folder, read_idx
 from fedcl.data.partition import partition_labels
-from fedcl.data.schedule import Schedule, build_schedule
+from fedcl.data.schedules import Schedule, make_schedule
 from fedcl.data.streams import Stream, Task, build_stream
 from fedcl.data.synthetic import make_synthetic
 
@@ -10,9 +10,9 @@ __all__ = [
     "Schedule",
     "Stream",
     "Task",
-    "build_schedule",
     "build_stream",
     "load_idx_folder",
+    "make_schedule",
     "make_synthetic",
     "partition_labels",
     "read_idx",

@@ -14,33 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from fedcl.errors import ConfigError
-
-KEYS = ("crop_padding", "hflip")
+from fedcl.config.schema import Augment
 
 
-def check_augment(spec: Any, scenario: str, in_shape: tuple[int, ...]) -> dict[str, Any] | None:
-    """``stream.augment`` as ``{"crop_padding": int, "hflip": bool}``, or None when off."""
-    if spec is None or spec is False:
+def augment_options(spec: Augment | None) -> dict[str, Any] | None:
+    """``stream.augment`` as :func:`crop_flip`'s keyword arguments, or None when it does nothing."""
+    if spec is None or (spec.crop_padding == 0 and not spec.hflip):
         return None
-    if not isinstance(spec, dict) or set(spec) - set(KEYS):
-        raise ConfigError("stream.augment", spec, "null or a mapping {crop_padding: 4, hflip: true}")
-    pad, flip = spec.get("crop_padding", 0), spec.get("hflip", False)
-    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-        raise ConfigError("stream.augment.crop_padding", pad, "an integer >= 0 (pixels of zero padding; 0 = no crop)")
-    if not isinstance(flip, bool):
-        raise ConfigError("stream.augment.hflip", flip, "true or false")
-    if scenario == "domain_permuted":
-        raise ConfigError("stream.augment", spec, "null for domain_permuted streams: cropping or flipping "
-                          "permuted pixels mixes them; augment class- or task-incremental streams")
-    if len(in_shape) != 3:
-        raise ConfigError("stream.augment", spec, f"null: inputs of shape {in_shape} are not images")
-    if pad == 0 and not flip:
-        return None
-    return {"crop_padding": pad, "hflip": flip}
+    return {"crop_padding": spec.crop_padding, "hflip": spec.hflip}
 
 
-def crop_flip(x: np.ndarray, rng: np.random.Generator, crop_padding: int = 0, hflip: bool = False) -> np.ndarray:
+def crop_flip(x: np.ndarray, rng: np.random.Generator, crop_padding: int, hflip: bool) -> np.ndarray:
     """Randomly crop (after ``crop_padding`` zero pixels on each side) and flip a uint8 ``N x C x H x W`` batch.
 
     Per sample, the crop offset is uniform in ``0..2 * crop_padding`` on each

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from fedcl.errors import ConfigError
+from fedcl.seeding import TAG_BLURRY, numpy_rng
 
-TAG_BLURRY = 21  # seed tag, independent of the stream's and schedule's draws
 KEYS = ("disjoint_ratio", "blurry_ratio", "per_client", "vary_classes")
 
 
@@ -45,7 +45,7 @@ def check_blurry(spec: Any, scenario: str) -> dict[str, Any]:
 
 
 def _rng(seed: int, *parts: int) -> np.random.Generator:
-    return np.random.default_rng([seed % 2**63, TAG_BLURRY, *parts])
+    return numpy_rng(seed, TAG_BLURRY, *parts)
 
 
 def blurry_classes(order: list[int], num_tasks: int, spec: dict[str, Any], seed: int

@@ -121,6 +121,21 @@ def locate(root: str | Path, fmt: CifarFormat) -> Path:
     )
 
 
+def _members_from_folder(where: Path, fmt: CifarFormat) -> Callable[[str], bytes]:
+    """A reader of the extracted folder's files (all of them must be there)."""
+    missing = [n for n in (*fmt.train, fmt.test, fmt.meta) if not (where / n).is_file()]
+    if missing:
+        raise DataError(f"{fmt.name} folder {where} lacks {', '.join(missing)}; re-extract {fmt.archive}")
+
+    def read(name: str) -> bytes:
+        try:
+            return (where / name).read_bytes()
+        except OSError as exc:
+            raise DataError(f"cannot read {where / name}: {exc}") from exc
+
+    return read
+
+
 def read_cifar(root: str | Path, variant: str) -> ImageData:
     """Read CIFAR-10 (``variant="cifar10"``) or CIFAR-100 (``"cifar100"``), python version.
 
@@ -153,16 +168,7 @@ def read_cifar(root: str | Path, variant: str) -> ImageData:
         label = f"{where}:{fmt.folder}/"
         files = [where]
     else:
-        missing = [n for n in (*fmt.train, fmt.test, fmt.meta) if not (where / n).is_file()]
-        if missing:
-            raise DataError(f"{fmt.name} folder {where} lacks {', '.join(missing)}; re-extract {fmt.archive}")
-
-        def read(name: str) -> bytes:
-            try:
-                return (where / name).read_bytes()
-            except OSError as exc:
-                raise DataError(f"cannot read {where / name}: {exc}") from exc
-
+        read = _members_from_folder(where, fmt)
         label = f"{where}/"
         files = [where / n for n in (*fmt.train, fmt.test, fmt.meta)]
     parts = [_parse_batch(read(n), label + n, fmt) for n in fmt.train]

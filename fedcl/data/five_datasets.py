@@ -100,6 +100,25 @@ def _read_source(name: str, path: Path, cache_dir: str | Path | None) -> ImageDa
     return notmnist.read_notmnist(path, cache_dir=cache_dir)
 
 
+def _assemble(
+    parts: dict[str, ImageData], split: str, alloc: Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
+) -> dict[str, np.ndarray]:
+    """One split of the five sources in task order: images, labels ``10 * source + label``, source indices."""
+    total = sum(len(getattr(parts[n], f"y_{split}")) for n in SOURCES)
+    x = alloc(f"x_{split}", (total, 3, SIZE, SIZE), np.dtype(np.uint8))
+    y = np.empty(total, np.int64)
+    src = np.empty(total, np.int64)
+    start = 0
+    for s, name in enumerate(SOURCES):
+        xs, ys = getattr(parts[name], f"x_{split}"), getattr(parts[name], f"y_{split}")
+        for i in range(0, len(ys), 8192):  # chunks: grey sources become 3 channels piecewise
+            x[start + i : start + i + len(ys[i : i + 8192])] = to_rgb_chw(np.asarray(xs[i : i + 8192]), SIZE)
+        y[start : start + len(ys)] = CLASSES_PER_SOURCE * s + ys
+        src[start : start + len(ys)] = s
+        start += len(ys)
+    return {f"x_{split}": x, f"y_{split}": y, f"source_{split}": src}
+
+
 def read_five_datasets(
     data_dir: str | Path | None, sources: dict[str, Any] | None = None, *, cache_dir: str | Path | None = None
 ) -> ImageData:
@@ -140,19 +159,7 @@ def read_five_datasets(
         out: dict[str, Any] = {"meta": {"class_names": names,
                                         "counts": {n: [len(parts[n].y_train), len(parts[n].y_test)] for n in SOURCES}}}
         for split in ("train", "test"):
-            total = sum(len(getattr(parts[n], f"y_{split}")) for n in SOURCES)
-            x = alloc(f"x_{split}", (total, 3, SIZE, SIZE), np.dtype(np.uint8))
-            y = np.empty(total, np.int64)
-            src = np.empty(total, np.int64)
-            start = 0
-            for s, name in enumerate(SOURCES):
-                xs, ys = getattr(parts[name], f"x_{split}"), getattr(parts[name], f"y_{split}")
-                for i in range(0, len(ys), 8192):  # chunks: grey sources become 3 channels piecewise
-                    x[start + i : start + i + len(ys[i : i + 8192])] = to_rgb_chw(np.asarray(xs[i : i + 8192]), SIZE)
-                y[start : start + len(ys)] = CLASSES_PER_SOURCE * s + ys
-                src[start : start + len(ys)] = s
-                start += len(ys)
-            out.update({f"x_{split}": x, f"y_{split}": y, f"source_{split}": src})
+            out.update(_assemble(parts, split, alloc))
         return out
 
     arrays = build_cached(folder, build)

@@ -12,6 +12,7 @@ image folders, keyed by the data set's Arrow files. Needs ``pip install 'fedcl[h
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Callable
@@ -108,6 +109,66 @@ def _decode(value: Any, size: tuple[int, int] | None, mode: str) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
+def _open_splits(path: str, name: str | None, hf_cache_dir: str | None, train_split: str, test_split: str) -> Any:
+    """The ``DatasetDict`` at ``path``, which must hold both splits."""
+    dd = _open(path, name, hf_cache_dir)
+    if not isinstance(dd, _datasets().DatasetDict):
+        raise DataError(f"{path} holds one split; save a DatasetDict with {train_split!r} and {test_split!r} splits")
+    for split in (train_split, test_split):
+        if split not in dd:
+            raise DataError(f"{path} has splits {list(dd)}, not {split!r} (set stream.hf_train_split / hf_test_split)")
+    return dd
+
+
+def _decode_into(
+    x: np.ndarray, ds: Any, img_col: str, size: tuple[int, int] | None, mode: str, where: str, first: str
+) -> None:
+    """Decode every row's image of ``ds`` into ``x`` (whose shape the first train image fixed)."""
+    for i, row in enumerate(ds):
+        try:
+            arr = _decode(row[img_col], size, mode)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{where} row {i}: the image does not decode ({exc})") from exc
+        if arr.shape != x.shape[1:]:
+            raise DataError(f"{where} row {i} is {arr.shape}, {first} {x.shape[1:]}; "
+                            "set stream.image_size: [H, W] to resize them all")
+        x[i] = arr
+
+
+def _cache_folder(path: str, name: str | None, files: list[Path], parts: dict[str, Any], splits: dict[str, str],
+                  columns: list[str], size: tuple[int, int] | None, cache_dir: str | Path | None) -> Path:
+    """Where the decoded arrays go: keyed by the data set's files, splits, columns and size."""
+    exists = Path(path).expanduser().exists()
+    fp = fingerprint(files, Path("/"), reader="hf", version=READER_VERSION, path=path, name=name,
+                     splits=[splits["train"], splits["test"]], columns=columns, size=size,
+                     fingerprints=[getattr(ds, "_fingerprint", None) for ds in parts.values()])
+    default_cache = None if exists else Path.home() / ".cache" / "fedcl"
+    return cache_root(Path(path).expanduser() if exists else Path.home(), cache_dir or default_cache) / f"hf-{fp}"
+
+
+def _build(
+    parts: dict[str, Any], split_names: dict[str, str], img_col: str, lab_col: str, size: tuple[int, int] | None,
+    class_names: list[str] | None, path: str, alloc: Callable[[str, tuple[int, ...], np.dtype], np.ndarray],
+) -> dict[str, Any]:
+    """Decode both splits into arrays from ``alloc`` (the cache's memory maps)."""
+    datasets = _datasets()
+    out: dict[str, Any] = {"meta": {"class_names": class_names}}
+    raw = {s: ds.cast_column(img_col, datasets.Image(decode=False))
+           if isinstance(ds.features[img_col], datasets.Image) else ds for s, ds in parts.items()}
+    for split, ds in raw.items():
+        if len(ds) == 0:
+            raise DataError(f"{path}: the {split_names[split]} split is empty")
+    first = raw["train"][0][img_col]
+    mode = _mode_of(first)  # the first train image decides grey or RGB for all
+    shape = _decode(first, size, mode).shape
+    for split, ds in raw.items():
+        x = alloc(f"x_{split}", (len(ds), *shape), np.dtype(np.uint8))
+        _decode_into(x, ds, img_col, size, mode, f"{path} {split_names[split]}", f"row 0 of {split_names['train']}")
+        out[f"x_{split}"] = x
+        out[f"y_{split}"] = np.asarray(ds[lab_col], dtype=np.int64)
+    return out
+
+
 def read_hf(
     path: str,
     *,
@@ -147,12 +208,7 @@ def read_hf(
         different sizes without ``size``, or an image that does not decode.
     """
     datasets = _datasets()
-    dd = _open(path, name, hf_cache_dir)
-    if not isinstance(dd, datasets.DatasetDict):
-        raise DataError(f"{path} holds one split; save a DatasetDict with {train_split!r} and {test_split!r} splits")
-    for split in (train_split, test_split):
-        if split not in dd:
-            raise DataError(f"{path} has splits {list(dd)}, not {split!r} (set stream.hf_train_split / hf_test_split)")
+    dd = _open_splits(path, name, hf_cache_dir, train_split, test_split)
     feats = dd[train_split].features
     img_col = _column(feats, image_column, datasets.Image, "image", path)
     lab_col = _column(feats, label_column, datasets.ClassLabel, "label", path)
@@ -161,39 +217,8 @@ def read_hf(
     split_names = {"train": train_split, "test": test_split}
     parts = {s: dd[split] for s, split in split_names.items()}
     files = [Path(f["filename"]) for ds in parts.values() for f in ds.cache_files]
-    root = Path(path).expanduser() if Path(path).expanduser().exists() else Path.home()
-    fp = fingerprint(files, Path("/"), reader="hf", version=READER_VERSION, path=path, name=name,
-                     splits=[train_split, test_split], columns=[img_col, lab_col], size=size,
-                     fingerprints=[getattr(ds, "_fingerprint", None) for ds in parts.values()])
-    default_cache = None if Path(path).expanduser().exists() else Path.home() / ".cache" / "fedcl"
-    folder = cache_root(root, cache_dir or default_cache) / f"hf-{fp}"
-
-    def build(alloc: Callable[[str, tuple[int, ...], np.dtype], np.ndarray]) -> dict[str, Any]:
-        out: dict[str, Any] = {"meta": {"class_names": class_names}}
-        raw = {s: ds.cast_column(img_col, datasets.Image(decode=False))
-               if isinstance(ds.features[img_col], datasets.Image) else ds for s, ds in parts.items()}
-        for split, ds in raw.items():
-            if len(ds) == 0:
-                raise DataError(f"{path}: the {split_names[split]} split is empty")
-        first = raw["train"][0][img_col]
-        mode = _mode_of(first)  # the first train image decides grey or RGB for all
-        shape = _decode(first, size, mode).shape
-        for split, ds in raw.items():
-            x = alloc(f"x_{split}", (len(ds), *shape), np.dtype(np.uint8))
-            for i, row in enumerate(ds):
-                try:
-                    arr = _decode(row[img_col], size, mode)
-                except (OSError, ValueError) as exc:
-                    raise DataError(f"{path} {split_names[split]} row {i}: the image does not decode ({exc})") from exc
-                if arr.shape != shape:
-                    raise DataError(f"{path} {split_names[split]} row {i} is {arr.shape}, row 0 of "
-                                    f"{train_split} {shape}; "
-                                    "set stream.image_size: [H, W] to resize them all")
-                x[i] = arr
-            out[f"x_{split}"] = x
-            out[f"y_{split}"] = np.asarray(ds[lab_col], dtype=np.int64)
-        return out
-
+    folder = _cache_folder(path, name, files, parts, split_names, [img_col, lab_col], size, cache_dir)
+    build = functools.partial(_build, parts, split_names, img_col, lab_col, size, class_names, path)
     arrays = build_cached(folder, build)
     meta = cached_meta(folder)
     return ImageData(

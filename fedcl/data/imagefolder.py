@@ -12,6 +12,7 @@ reuse :func:`decode_splits`.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,49 @@ def _first_size(path: Path) -> tuple[int, int]:
         raise DataError(f"cannot decode image {path} ({exc}); replace or delete it") from exc
 
 
+def _decode_files(
+    x: np.ndarray, files: list[Path], size: tuple[int, int] | None, mode: str, skip_broken: bool
+) -> np.ndarray:
+    """Decode ``files`` into ``x`` (``N x C x H x W``); per file, whether it decoded (False only when skipping)."""
+    hw = x.shape[2:]
+
+    def fill(i: int) -> bool:
+        try:
+            arr = _decode_one(files[i], size, mode)
+        except DataError:
+            if skip_broken:
+                return False
+            raise
+        if arr.shape[1:] != hw:
+            raise DataError(f"{files[i]} is {arr.shape[1]} x {arr.shape[2]} but {files[0]} is "
+                            f"{hw[0]} x {hw[1]}; set stream.image_size: [H, W] to resize them all")
+        x[i] = arr
+        return True
+
+    # Pillow releases the GIL while decoding: threads use every core
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return np.fromiter(pool.map(fill, range(len(files))), dtype=bool, count=len(files))
+
+
+def _build(
+    root: Path, splits: dict[str, tuple[list[Path], list[int]]], class_names: list[str], size: tuple[int, int] | None,
+    channels: int, skip_broken: bool, alloc: Callable[[str, tuple[int, ...], np.dtype], np.ndarray],
+) -> dict[str, object]:
+    """Decode both splits into arrays from ``alloc`` (the cache's memory maps; in memory when skipping)."""
+    mode = "RGB" if channels == 3 else "L"
+    hw = size or _first_size(splits["train"][0][0])
+    skipped: list[str] = []
+    out: dict[str, object] = {"meta": {"class_names": class_names, "skipped": skipped}}
+    for split, (files, labels) in splits.items():
+        shape = (len(files), channels, hw[0], hw[1])
+        x = np.empty(shape, np.uint8) if skip_broken else alloc(f"x_{split}", shape, np.dtype(np.uint8))
+        ok = _decode_files(x, files, size, mode, skip_broken)
+        skipped += [str(f.relative_to(root)) for f, good in zip(files, ok, strict=True) if not good]
+        out[f"x_{split}"] = x if ok.all() else x[ok]
+        out[f"y_{split}"] = np.asarray(labels, dtype=np.int64)[ok]
+    return out
+
+
 def decode_splits(
     root: Path,
     name: str,
@@ -92,8 +136,7 @@ def decode_splits(
     class_names : list[str]
         Label ``k`` is ``class_names[k]``.
     size : tuple[int, int] | None, default None
-        ``(height, width)`` to resize every image to (bilinear); None requires
-        all images to share the first image's size.
+        ``(height, width)`` to resize every image to (bilinear); None: all must have the first image's size.
     channels : int, default 3
         3 (RGB) or 1 (grey); images of other modes are converted.
     cache_dir : str | Path | None, default None
@@ -101,9 +144,8 @@ def decode_splits(
     options : dict | None
         Further reader settings that change the arrays (part of the cache key).
     skip_broken : bool, default False
-        Leave out images that do not decode (and list them in ``notes``) instead
-        of raising, as ACL's notMNIST loader does; decodes in memory, so only
-        for small data sets.
+        Leave out (and list in ``notes``) images that do not decode instead of raising, as ACL's
+        notMNIST loader does; decodes in memory, so only for small data sets.
 
     Returns
     -------
@@ -115,43 +157,12 @@ def decode_splits(
     for split in ("train", "test"):
         if not splits[split][0]:
             raise DataError(f"no {split} images found under {root} (looked for {', '.join(IMAGE_SUFFIXES)} files)")
-    all_files = [f for files, _ in splits.values() for f in files]
-    fp = fingerprint(all_files, root, reader=name, version=READER_VERSION, size=size, channels=channels,
-                     classes=class_names, labels=[list(map(int, lab)) for _, lab in splits.values()],
-                     skip_broken=skip_broken, **(options or {}))
+    fp = fingerprint([f for files, _ in splits.values() for f in files], root, reader=name, version=READER_VERSION,
+                     size=size, channels=channels, classes=class_names,
+                     labels=[list(map(int, lab)) for _, lab in splits.values()], skip_broken=skip_broken,
+                     **(options or {}))
     folder = cache_root(root, cache_dir) / f"{name}-{fp}"
-    mode = "RGB" if channels == 3 else "L"
-
-    def build(alloc: Callable[[str, tuple[int, ...], np.dtype], np.ndarray]) -> dict[str, object]:
-        hw = size or _first_size(splits["train"][0][0])
-        skipped: list[str] = []
-        out: dict[str, object] = {"meta": {"class_names": class_names, "skipped": skipped}}
-        for split, (files, labels) in splits.items():
-            shape = (len(files), channels, hw[0], hw[1])
-            x = np.empty(shape, np.uint8) if skip_broken else alloc(f"x_{split}", shape, np.dtype(np.uint8))
-
-            def fill(i: int, files: list[Path] = files, x: np.ndarray = x) -> bool:
-                try:
-                    arr = _decode_one(files[i], size, mode)
-                except DataError:
-                    if skip_broken:
-                        return False
-                    raise
-                if arr.shape[1:] != hw:
-                    raise DataError(f"{files[i]} is {arr.shape[1]} x {arr.shape[2]} but {files[0]} is "
-                                    f"{hw[0]} x {hw[1]}; set stream.image_size: [H, W] to resize them all")
-                x[i] = arr
-                return True
-
-            # Pillow releases the GIL while decoding: threads use every core
-            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-                ok = np.fromiter(pool.map(fill, range(len(files))), dtype=bool, count=len(files))
-            skipped += [str(f.relative_to(root)) for f, good in zip(files, ok, strict=True) if not good]
-            out[f"x_{split}"] = x if ok.all() else x[ok]
-            out[f"y_{split}"] = np.asarray(labels, dtype=np.int64)[ok]
-        return out
-
-    arrays = build_cached(folder, build)
+    arrays = build_cached(folder, functools.partial(_build, root, splits, class_names, size, channels, skip_broken))
     meta = cached_meta(folder)
     notes = [f"decoded images cached in {folder}"]
     if meta.get("skipped"):

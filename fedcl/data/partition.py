@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedcl.config.schema import PARTITIONS
 from fedcl.errors import ConfigError
 
-SCHEMES = ("iid", "shards", "dirichlet")
 # Dirichlet draws are repeated until every client has min_samples; past this many
 # tries the configuration is practically infeasible and a re-draw will not help.
 MAX_DIRICHLET_TRIES = 100
@@ -63,8 +63,8 @@ def partition_labels(
     """
     labels = np.asarray(labels)
     n = len(labels)
-    if scheme not in SCHEMES:
-        raise ConfigError("stream.partition", scheme, f"one of {list(SCHEMES)}")
+    if scheme not in PARTITIONS:
+        raise ConfigError("stream.partition", scheme, f"one of {list(PARTITIONS)}")
     if num_partitions < 1 or num_partitions > n:
         raise ConfigError(
             "federation.num_clients", num_partitions,

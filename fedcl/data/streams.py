@@ -11,30 +11,22 @@ evaluation slice is materialised, which keeps a process at ~50 MB for Fashion-MN
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from fedcl.data.augment import check_augment, crop_flip
-from fedcl.data.base import DATASETS, _Base, _uint8_stats, load_base
+from fedcl.config.schema import FLWR_PARTITIONERS
+from fedcl.config.schema import Stream as StreamConfig
+from fedcl.data.augment import augment_options, crop_flip
+from fedcl.data.base import _Base, load_base
 from fedcl.data.blurry import blur_parts, blurry_classes, check_blurry, client_proportions
-from fedcl.data.partition import SCHEMES, partition_labels
+from fedcl.data.catalog import check_stream
+from fedcl.data.partition import partition_labels
 from fedcl.data.slice_cache import SliceCache
 from fedcl.errors import ConfigError
-
-SCENARIOS = ("class_incremental", "task_incremental", "domain_permuted")
-FLWR_SCHEME = "flwr"  # stream.partition: flwr -> a flwr-datasets partitioner (fedcl/data/flwr_partition.py)
-# Tags keep the seed streams of different uses independent of each other.
-_TAG_CLASS_ORDER, _TAG_PERMUTATION, _TAG_PARTITION, _TAG_EVAL, _TAG_AUGMENT = 1, 2, 3, 4, 5
-__all__ = ["DATASETS", "SCENARIOS", "Stream", "Task", "build_stream", "_Base", "_uint8_stats"]
-
-
-def _rng(seed: int, *parts: int) -> np.random.Generator:
-    """A generator seeded by (seed, parts...): independent streams per use and task."""
-    return np.random.default_rng([seed % 2**63, *parts])
+from fedcl.seeding import TAG_AUGMENT, TAG_CLASS_ORDER, TAG_EVAL, TAG_PARTITION, TAG_PERMUTATION, numpy_rng, seed_int
 
 
 @dataclass
@@ -107,7 +99,7 @@ class Stream:
         self.cache = SliceCache()
         # stream.blurry settings, blurry classes and per-client proportions (fedcl/data/blurry.py); None = off
         self.blurry: dict[str, Any] | None = None
-        # stream.augment (fedcl/data/augment.py): random crop / flip of client train data only; None = off
+        # stream.augment (fedcl/data/augment.py): random crop / flip of clients' train data only; None = off
         self.augment: dict[str, Any] | None = None
         self.class_names = base.class_names
         # per source x channel statistics; one source of one channel keeps the scalar arithmetic of before
@@ -166,25 +158,30 @@ class Stream:
         """A client's train labels of a task (no images materialised: plots, checks)."""
         return np.asarray(self._base.y_train[self.client_indices(task_id, client_id)], dtype=np.int64)
 
-    def client_data(
-        self, task_id: int, client_id: int, server_round: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def client_data(self, task_id: int, client_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A client's train data of a task: x float32 ``[n, *in_shape]`` normalised, y int64 ``[n]``.
 
-        With ``stream.augment`` set and a ``server_round``, the images are
-        randomly cropped / flipped first (before normalisation, so padding is
-        black as in torchvision), seeded by (run seed, client, round, task):
-        every process draws the same augmentation for the same client and round.
-        Without ``server_round`` (GPSE, evaluation on own data, unlearning) the
-        data are never augmented.
+        Never augmented: what GPSE, local evaluation and unlearning read. Training reads :meth:`train_data`.
         """
         idx = self.client_indices(task_id, client_id)
-        if self.augment is not None and server_round is not None:
-            rng = _rng(self._seed, _TAG_AUGMENT, client_id, server_round, task_id)
-            x = crop_flip(np.asarray(self._base.x_train[idx]), rng, **self.augment)
-            return self._materialise(x, self._base.y_train[idx], task_id)
         return self.cache.get(("train", task_id, client_id),
                               lambda: self._materialise(self._base.x_train[idx], self._base.y_train[idx], task_id))
+
+    def train_data(self, task_id: int, client_id: int, server_round: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """What a client trains on in ``server_round``: :meth:`client_data`, augmented when ``stream.augment`` is on.
+
+        The images are randomly cropped / flipped before normalisation (so padding is
+        black, as torchvision pads the uint8 image), seeded by (run seed, client,
+        round, task) alone: every process draws the same augmentation for the same
+        client and round, and another one in every round. Augmented slices are
+        not cached (each round's differ).
+        """
+        if self.augment is None:
+            return self.client_data(task_id, client_id)
+        idx = self.client_indices(task_id, client_id)
+        rng = numpy_rng(self._seed, TAG_AUGMENT, client_id, server_round, task_id)
+        x = crop_flip(np.asarray(self._base.x_train[idx]), rng, **self.augment)
+        return self._materialise(x, self._base.y_train[idx], task_id)
 
     def eval_indices(self, task_id: int, subset_size: int | None = None) -> np.ndarray:
         """Test indices used by :meth:`eval_data`: all, or a fixed seeded subset."""
@@ -194,7 +191,7 @@ class Stream:
         if subset_size < 1:
             raise ConfigError("eval.subset_size", subset_size, "null (full test split) or an integer >= 1")
         # seeded by (run seed, task) only: every round, process and client evaluates the same samples
-        pick = _rng(self._seed, _TAG_EVAL, task_id).choice(len(idx), size=subset_size, replace=False)
+        pick = numpy_rng(self._seed, TAG_EVAL, task_id).choice(len(idx), size=subset_size, replace=False)
         return idx[np.sort(pick)]
 
     def eval_data(self, task_id: int, subset_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,17 +225,11 @@ class Stream:
         }
 
 
-def _require(cfg: dict[str, Any], key: str) -> Any:
-    if key not in cfg:
-        raise ConfigError(f"stream.{key}", None, "required; see simulations/conf/stream/split_fmnist.yaml")
-    return cfg[key]
-
-
 def _class_order(spec: Any, num_classes: int, seed: int) -> list[int]:
     if spec is None:
         return list(range(num_classes))
     if spec == "shuffle":
-        return [int(c) for c in _rng(seed, _TAG_CLASS_ORDER).permutation(num_classes)]
+        return [int(c) for c in numpy_rng(seed, TAG_CLASS_ORDER).permutation(num_classes)]
     if (
         isinstance(spec, (list, tuple))
         and all(isinstance(c, int) and not isinstance(c, bool) for c in spec)
@@ -250,17 +241,13 @@ def _class_order(spec: Any, num_classes: int, seed: int) -> list[int]:
     )
 
 
-def _make_tasks(cfg: dict[str, Any], base: _Base, seed: int) -> list[Task]:
-    scenario, num_tasks = _require(cfg, "scenario"), _require(cfg, "num_tasks")
-    if scenario not in SCENARIOS:
-        raise ConfigError("stream.scenario", scenario, f"one of {list(SCENARIOS)}")
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ConfigError("stream.num_tasks", num_tasks, "an integer >= 1")
+def _make_tasks(cfg: StreamConfig, base: _Base, seed: int) -> list[Task]:
+    scenario, num_tasks = cfg.scenario, cfg.num_tasks
     if scenario == "domain_permuted":
         classes = list(range(base.num_classes))
         num_pixels = int(np.prod(base.in_shape))
         perms: list[torch.Tensor | None] = [None] + [
-            torch.from_numpy(_rng(seed, _TAG_PERMUTATION, t).permutation(num_pixels).astype(np.int64))
+            torch.from_numpy(numpy_rng(seed, TAG_PERMUTATION, t).permutation(num_pixels).astype(np.int64))
             for t in range(1, num_tasks)
         ]
         return [Task(t, list(classes), perms[t]) for t in range(num_tasks)]
@@ -269,36 +256,32 @@ def _make_tasks(cfg: dict[str, Any], base: _Base, seed: int) -> list[Task]:
             "stream.num_tasks", num_tasks,
             f"at most {base.num_classes} (the dataset's classes) for {scenario}; every task needs a class",
         )
-    order = _class_order(cfg.get("class_order"), base.num_classes, seed)
+    order = _class_order(cfg.class_order, base.num_classes, seed)
     return [Task(t, [int(c) for c in chunk]) for t, chunk in enumerate(np.array_split(order, num_tasks))]
 
 
-def _partition(cfg: dict[str, Any], labels: np.ndarray, num_clients: int, seed: int, task_id: int) -> list[np.ndarray]:
-    scheme = _require(cfg, "partition")
-    if scheme not in (*SCHEMES, FLWR_SCHEME):
-        raise ConfigError("stream.partition", scheme, f"one of {[*SCHEMES, FLWR_SCHEME]}")
-    kwargs: dict[str, Any] = {}
-    if scheme == "dirichlet":
-        kwargs = {"alpha": float(_require(cfg, "alpha")),
-                  "min_samples": int(cfg.get("min_samples_per_client") or 1)}
-    elif scheme == "shards":
-        kwargs = {"shards_per_client": int(_require(cfg, "shards_per_client"))}
-    part_seed = int(np.random.SeedSequence([seed % 2**63, _TAG_PARTITION, task_id]).generate_state(1)[0])
-    if scheme == FLWR_SCHEME:
+def _partition(cfg: StreamConfig, labels: np.ndarray, num_clients: int, seed: int, task_id: int) -> list[np.ndarray]:
+    scheme = cfg.partition
+    part_seed = seed_int(seed, TAG_PARTITION, task_id)
+    if scheme in FLWR_PARTITIONERS:
         from fedcl.data.flwr_partition import flwr_partition
 
-        return flwr_partition(labels, num_clients, cfg.get("flwr_partitioner"), seed=part_seed)
+        return flwr_partition(labels, num_clients, scheme, cfg.flwr_partitioner, seed=part_seed)
+    kwargs: dict[str, Any] = {}
+    if scheme == "dirichlet":
+        kwargs = {"alpha": cfg.alpha, "min_samples": max(cfg.min_samples_per_client, 1)}
+    elif scheme == "shards":
+        kwargs = {"shards_per_client": cfg.shards_per_client}
     return partition_labels(labels, num_clients, scheme, seed=part_seed, **kwargs)
 
 
 @functools.lru_cache(maxsize=8)
 def _build_cached(cfg_json: str, num_clients: int, seed: int) -> Stream:
-    cfg = json.loads(cfg_json)
-    _require(cfg, "dataset")
+    cfg = StreamConfig.model_validate_json(cfg_json)
+    check_stream(cfg)  # a stream section validated on its own (not through a whole Config) is checked here
     base = load_base(cfg)
     tasks = _make_tasks(cfg, base, seed)
-    augment = check_augment(cfg.get("augment"), str(cfg["scenario"]), base.in_shape)
-    blurry = check_blurry(cfg["blurry"], str(cfg["scenario"])) if cfg.get("blurry") else None
+    blurry = check_blurry(cfg.blurry, cfg.scenario) if cfg.blurry else None
     if blurry is not None:  # Si-Blurry: random class counts per task; home classes define each test split
         homes, blurry_cls = blurry_classes([c for t in tasks for c in t.classes], len(tasks), blurry, seed)
         tasks = [Task(t, cls) for t, cls in enumerate(homes)]
@@ -316,20 +299,20 @@ def _build_cached(cfg_json: str, num_clients: int, seed: int) -> Stream:
         props = client_proportions(num_clients, blurry, seed)
         parts = blur_parts(parts, base.y_train, blurry_cls, props, seed)
         train_idx = [np.sort(np.concatenate(row)) for row in parts]
-    stream = Stream(str(cfg["scenario"]), tasks, num_clients, base, train_idx, test_idx, parts, seed)
+    stream = Stream(cfg.scenario, tasks, num_clients, base, train_idx, test_idx, parts, seed)
     if blurry is not None and props is not None:
         stream.blurry = {**blurry, "blurry_classes": blurry_cls, "client_proportions": props.tolist()}
-    stream.augment = augment
+    stream.augment = augment_options(cfg.augment)
     return stream
 
 
-def build_stream(stream_cfg: dict[str, Any], num_clients: int, seed: int) -> Stream:
+def build_stream(stream_cfg: StreamConfig, num_clients: int, seed: int) -> Stream:
     """Build (or fetch from the per-process cache) the task stream of a run.
 
     Parameters
     ----------
-    stream_cfg : dict
-        The ``stream`` config group (see ``simulations/conf/stream``).
+    stream_cfg : StreamConfig
+        The ``stream`` config section (see ``simulations/conf/stream``).
     num_clients : int
         Number of logical clients every task's train split is partitioned over.
     seed : int
@@ -347,5 +330,5 @@ def build_stream(stream_cfg: dict[str, Any], num_clients: int, seed: int) -> Str
     DataError
         Missing or corrupt data files.
     """
-    # json of the config is the cache key: dicts are unhashable, and equal configs give equal strings
-    return _build_cached(json.dumps(stream_cfg, sort_keys=True, default=str), num_clients, seed)
+    # json of the config is the cache key: equal configs give equal strings
+    return _build_cached(stream_cfg.model_dump_json(), num_clients, seed)

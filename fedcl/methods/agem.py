@@ -33,6 +33,8 @@ class AGEM(CLMethod):
     """
 
     name = "agem"
+    scenarios = frozenset({"class_incremental", "task_incremental", "domain_permuted"})
+    blurry = True
 
     def __init__(self, buffer_size: int = 200, ref_batch_size: int = 64) -> None:
         self.buffer_size = int(buffer_size)

@@ -5,8 +5,9 @@ implements the hooks it needs. Every hook is a no-op by default. The order per
 client round is::
 
     [before_task]            when the client starts a task it has not trained on
+    train_data               the samples the round's epochs run over (default: the current task's)
     for each local step:
-        adapt_batch -> forward -> loss -> backward -> after_backward -> optimiser step
+        adapt_batch -> forward -> loss -> backward -> after_backward -> optimiser step -> after_step
     after_round
     [after_task]             at the client's last round of the task
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -67,6 +68,10 @@ class TaskContext:
     task_data : Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None
         The client's training data of any task it has seen, re-derived from the
         stream (no copy kept in the method state); used by the joint upper bound.
+    classes_of : Callable[[int], list[int]] | None
+        The classes of any task of the stream (``stream.tasks[t].classes``): the
+        mask of task ``t``'s head when a method trains several heads in one round
+        (``train_data`` with task ids). ``None``: the labels present in the data.
     outbox : dict[str, dict[str, torch.Tensor]]
         Arrays to send to the server with this round's reply, by name; the server
         sums each name over the round's clients and sends the sum back to every
@@ -94,16 +99,35 @@ class TaskContext:
     payload: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     task_data: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None
+    classes_of: Callable[[int], list[int]] | None = None
     outbox: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 class CLMethod:
-    """Base class of local continual-learning methods: every hook is a no-op."""
+    """Base class of local continual-learning methods: every hook is a no-op.
+
+    Every method declares the stream scenarios it is meant for (Mammoth's
+    ``COMPATIBILITY``): ``scenarios`` (a subset of ``fedcl.data.streams.SCENARIOS``) and ``blurry``
+    (whether it keeps its meaning on Si-Blurry class-incremental streams, where a
+    task's data holds samples of other tasks' classes). The base class declares
+    nothing, so a method that forgets to declare is refused everywhere
+    (``fedcl.methods.check_compatibility``).
+    """
 
     name: str = "base"
+    scenarios: ClassVar[frozenset[str]] = frozenset()
+    blurry: ClassVar[bool] = False
 
     def before_task(self, ctx: TaskContext) -> None:
         """Called once when the client begins a task it has not trained on."""
+
+    def train_data(self, ctx: TaskContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The ``(x, y, task_ids)`` the round's epochs run over, or ``None`` for ``ctx.x, ctx.y``.
+
+        Called once per round, before the first step. With a multi-head model each
+        sample goes through its own task's head (masked to that task's classes).
+        """
+        return None
 
     def adapt_batch(
         self, x: torch.Tensor, y: torch.Tensor, ctx: TaskContext
@@ -119,6 +143,9 @@ class CLMethod:
 
     def after_backward(self, ctx: TaskContext) -> None:
         """Called after ``backward()``, before the optimiser step (gradient surgery)."""
+
+    def after_step(self, ctx: TaskContext) -> None:
+        """Called after the optimiser step (weights updated, ``.grad`` still that step's gradient)."""
 
     def after_round(self, ctx: TaskContext) -> None:
         """Called after the local epochs of every round."""

@@ -37,6 +37,8 @@ class DERPP(CLMethod):
     """
 
     name = "derpp"
+    scenarios = frozenset({"class_incremental", "task_incremental", "domain_permuted"})
+    blurry = True
 
     def __init__(
         self, buffer_size: int = 200, alpha: float = 0.3, beta: float = 0.5, replay_batch_size: int = 32

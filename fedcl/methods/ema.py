@@ -29,6 +29,8 @@ class EMA(CLMethod):
     """
 
     name = "ema"
+    scenarios = frozenset({"class_incremental", "task_incremental", "domain_permuted"})
+    blurry = True
 
     def __init__(self, beta: float = 0.5) -> None:
         if not 0.0 <= beta <= 1.0:

@@ -32,6 +32,8 @@ class ER(CLMethod):
     """
 
     name = "er"
+    scenarios = frozenset({"class_incremental", "task_incremental", "domain_permuted"})
+    blurry = True
 
     def __init__(self, buffer_size: int = 200, replay_batch_size: int = 32) -> None:
         self.buffer_size = int(buffer_size)

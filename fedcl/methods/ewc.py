@@ -46,6 +46,8 @@ class EWC(CLMethod):
     """
 
     name = "ewc"
+    scenarios = frozenset({"class_incremental", "task_incremental", "domain_permuted"})
+    blurry = True
 
     def __init__(
         self,

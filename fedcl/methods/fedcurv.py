@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from fedcl import keys
 from fedcl.methods._utils import empirical_fisher, trainable
 from fedcl.methods.base import CLMethod, TaskContext
+from fedcl.sums import received
 
 RECORD = "fedcurv"  # reply record "sum-fedcurv": arrays "u/<param>" = F_i and "v/<param>" = F_i * theta_i
 
@@ -44,6 +44,8 @@ class FedCurv(CLMethod):
     """
 
     name = "fedcurv"
+    scenarios = frozenset({"class_incremental", "task_incremental", "domain_permuted"})
+    blurry = True
 
     def __init__(self, lam: float = 1.0, fisher_samples: int = 256, min_fisher: float = 1e-12) -> None:
         self.lam = float(lam)
@@ -57,14 +59,12 @@ class FedCurv(CLMethod):
     # ---- the others' curvature ------------------------------------------------
     def others(self, ctx: TaskContext) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """``{param: (U', V')}``: the server's sums minus this client's part of them (empty if none)."""
-        rec = ctx.payload.get(keys.SUM_PREFIX + RECORD)
-        if rec is None:
+        got = received(ctx.payload, RECORD)
+        if got is None:
             return {}
-        meta = ctx.payload.get(keys.SUMS_META)
-        sums_round = int(meta[keys.SUMS_ROUND]) if meta is not None and keys.SUMS_ROUND in meta else -2
+        arrays, sums_round = got
         # our own u_i, v_i are in the sum only if we sent them in the round it was made in
         own = sums_round == self.own_round
-        arrays = {k: torch.from_numpy(a.numpy().copy()) for k, a in rec.items()}
         out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for name, _ in trainable(ctx.model):
             u, v = arrays.get("u/" + name), arrays.get("v/" + name)

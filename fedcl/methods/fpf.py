@@ -66,6 +66,8 @@ class FPF(CLMethod):
     """
 
     name = "fpf"
+    scenarios = frozenset({"class_incremental", "task_incremental", "domain_permuted"})
+    blurry = True
 
     def __init__(
         self,

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from fedcl import subspace
+import fedcl.subspace as subspace
 from fedcl.methods.base import CLMethod, TaskContext
 
 
@@ -40,6 +40,8 @@ class GPM(CLMethod):
     """
 
     name = "gpm"
+    scenarios = frozenset({"class_incremental", "task_incremental", "domain_permuted"})
+    blurry = True
 
     def __init__(
         self,

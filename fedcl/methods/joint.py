@@ -10,41 +10,37 @@ from fedcl.methods.base import CLMethod, TaskContext
 class Joint(CLMethod):
     """Train on the union of every task the client has seen so far (no forgetting by construction).
 
-    The upper bound used in continual-learning benchmarks (Avalanche's
-    ``Cumulative``; "joint" rows in Mammoth). Each mini-batch of the current
-    task is extended with an equal number of samples drawn uniformly from the
-    client's data of all earlier tasks, re-derived from the stream (nothing is
-    stored: the state is empty). Not a continual method: it breaks the rule
-    that past data is gone, which is the point of an upper bound.
+    The upper bound used in continual-learning benchmarks: Avalanche's ``Cumulative``
+    strategy (each experience trains on the concatenation of every experience seen so
+    far) and the "joint" rows of Mammoth. Every round's epochs run over the client's
+    data of all its seen tasks, the current one included (``train_data``), shuffled
+    together; earlier tasks' data is re-derived from the stream (``ctx.task_data``),
+    so nothing is stored and the state is empty. On a multi-head (task-incremental)
+    model each sample is trained through its own task's head, masked to that task's
+    classes, so every head keeps learning its own task. A round therefore costs as many
+    steps as the union has batches, and the client's FedAvg weight is the union's size.
+    Not a continual method: it breaks the rule that past data is gone, which is the
+    point of an upper bound.
 
     Parameters
     ----------
-    replay_ratio : float, default 1.0
-        Past samples per current sample in each mini-batch.
+    None
     """
 
     name = "joint"
+    scenarios = frozenset({"class_incremental", "task_incremental", "domain_permuted"})
+    blurry = True
 
-    def __init__(self, replay_ratio: float = 1.0) -> None:
-        self.replay_ratio = float(replay_ratio)
-        self._past: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def _past_data(self, ctx: TaskContext) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if self._past is None:
-            earlier = [t for t in ctx.seen_tasks if t != ctx.task_id]
-            if not earlier or ctx.task_data is None:
-                return None
-            parts = [ctx.task_data(t) for t in earlier]
-            self._past = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
-        return self._past
-
-    def adapt_batch(
-        self, x: torch.Tensor, y: torch.Tensor, ctx: TaskContext
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        past = self._past_data(ctx)
-        if past is None or ctx.multi_head:
-            # multi-head: old samples need their own heads; the joint bound there is per-task training
-            return x, y
-        n = max(1, int(round(self.replay_ratio * x.shape[0])))
-        idx = torch.randint(0, past[0].shape[0], (n,), generator=ctx.generator).to(past[0].device)
-        return torch.cat([x, past[0][idx]]), torch.cat([y, past[1][idx]])
+    def train_data(self, ctx: TaskContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        earlier = [t for t in ctx.seen_tasks if t != ctx.task_id]
+        if not earlier:
+            return None  # first task: the union is the current task
+        if ctx.task_data is None:
+            raise ValueError("joint: the client gave no ctx.task_data, so earlier tasks' data cannot be re-derived")
+        xs, ys, ts = [ctx.x], [ctx.y], [torch.full_like(ctx.y, ctx.task_id)]
+        for t in earlier:
+            x, y = ctx.task_data(t)
+            xs.append(x.to(ctx.x.device))
+            ys.append(y.to(ctx.y.device))
+            ts.append(torch.full_like(ys[-1], t))
+        return torch.cat(xs), torch.cat(ys), torch.cat(ts)

@@ -59,6 +59,8 @@ class LiNeS(CLMethod):
     """
 
     name = "lines"
+    scenarios = frozenset({"class_incremental", "task_incremental", "domain_permuted"})
+    blurry = True
 
     def __init__(self, alpha: float = 0.3, beta: float = 0.7, scale_first_task: bool = False) -> None:
         self.alpha = float(alpha)

@@ -33,6 +33,9 @@ class LwF(CLMethod):
     """
 
     name = "lwf"
+    # the teacher's old-task heads (task-), old classes' logits (class-) or all logits (domain-incremental)
+    scenarios = frozenset({"class_incremental", "task_incremental", "domain_permuted"})
+    blurry = True
 
     def __init__(self, alpha: float = 1.0, temperature: float = 2.0) -> None:
         self.alpha = float(alpha)

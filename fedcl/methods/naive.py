@@ -14,3 +14,5 @@ class Naive(CLMethod):
     """
 
     name = "naive"
+    scenarios = frozenset({"class_incremental", "task_incremental", "domain_permuted"})
+    blurry = True

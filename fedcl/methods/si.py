@@ -33,6 +33,8 @@ class SI(CLMethod):
     """
 
     name = "si"
+    scenarios = frozenset({"class_incremental", "task_incremental", "domain_permuted"})
+    blurry = True
 
     def __init__(self, si_c: float = 0.5, xi: float = 0.1) -> None:
         self.si_c = float(si_c)

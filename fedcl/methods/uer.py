@@ -48,6 +48,9 @@ class UER(CLMethod):
     """
 
     name = "uer"
+    # the angle / norm split removes the bias towards new classes: a permuted domain brings none
+    scenarios = frozenset({"class_incremental", "task_incremental"})
+    blurry = True
 
     def __init__(self, buffer_size: int = 200, replay_batch_size: int = 32, scale: float = 16.0) -> None:
         self.buffer_size = int(buffer_size)

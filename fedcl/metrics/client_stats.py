@@ -12,7 +12,7 @@ from typing import Any
 
 from flwr.app import Message, MetricRecord
 
-from fedcl import keys
+import fedcl.keys as keys
 
 
 def reply_metric_stats(replies: Iterable[Message], key: str) -> tuple[float, float] | None:

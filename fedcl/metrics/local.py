@@ -13,39 +13,50 @@ ICML 2021, discuss the same local/global split for FedWeIT).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Message, MetricRecord
+from flwr.app import ArrayRecord, Message, MetricRecord
 
-from fedcl import keys
+import fedcl.local_eval as local_eval
 from fedcl.data import Schedule
-from fedcl.local_eval import ACC_PREFIX, CLIENT
+from fedcl.hooks import RoundHook
+from fedcl.metrics.tracker import Tracker
 
 
-class LocalForgetting:
-    """Collects clients' local evaluations over a run and summarises per-client forgetting.
+class LocalForgetting(RoundHook):
+    """Collects clients' local evaluations over a run and summarises per-client forgetting (a round hook).
 
     Parameters
     ----------
     schedule : Schedule
         The run's schedule (tells which round ended which task for which client).
+    tracker : Tracker | None, default None
+        The run's tracker (the global forgetting the summary sets beside the local one).
     """
 
-    def __init__(self, schedule: Schedule) -> None:
+    name = "local_forgetting"
+
+    def __init__(self, schedule: Schedule, tracker: Tracker | None = None) -> None:
         self.schedule = schedule
+        self.tracker = tracker
         # client -> task -> [(round, acc)]; and client -> task -> round of its last end of that task
         self.history: dict[int, dict[int, list[tuple[int, float]]]] = {}
         self.ends: dict[int, dict[int, int]] = {}
+
+    def on_replies(self, server_round: int, arrays: ArrayRecord, replies: list[Message]) -> None:
+        """Take this round's local-eval records out of the replies."""
+        self.collect(server_round, replies)
 
     def collect(self, server_round: int, replies: list[Message]) -> int:
         """Take the local-eval records out of this round's replies (before aggregation); return how many."""
         n = 0
         for r in replies:
-            if r.has_error() or keys.LOCAL_EVAL not in r.content:
+            if r.has_error() or local_eval.RECORD not in r.content:
                 continue
-            rec = r.content[keys.LOCAL_EVAL]
-            del r.content[keys.LOCAL_EVAL]  # not a model record: aggregation and validation never see it
+            rec = r.content[local_eval.RECORD]
+            del r.content[local_eval.RECORD]  # not a model record: aggregation and validation never see it
             if isinstance(rec, MetricRecord):
                 self.record(server_round, rec)
                 n += 1
@@ -53,8 +64,7 @@ class LocalForgetting:
 
     def record(self, server_round: int, rec: MetricRecord | dict[str, Any]) -> None:
         """One client's accuracies after its local training in ``server_round``."""
-        c = int(rec[CLIENT])  # type: ignore[arg-type]
-        accs = {int(k[len(ACC_PREFIX):]): float(v) for k, v in rec.items() if k.startswith(ACC_PREFIX)}  # type: ignore[arg-type]
+        c, accs = local_eval.parse(rec)
         for t, a in accs.items():
             self.history.setdefault(c, {}).setdefault(t, []).append((server_round, a))
         task = self.schedule.task_at(server_round, c)
@@ -77,8 +87,20 @@ class LocalForgetting:
                 out[c] = float(np.mean(drops))
         return out
 
-    def summary(self, global_forgetting: float | None) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         """``local_forgetting`` (mean over clients), its distribution and ``global_forgetting`` side by side."""
+        return self.compare(self.tracker.summary().get("forgetting") if self.tracker is not None else None)
+
+    def on_run_end(self, run_dir: Path, plots: bool) -> None:
+        """``local_forgetting.png``: per-client local forgetting beside the global model's."""
+        if plots:
+            from fedcl.metrics.stream_plots import plot_forgetting_distribution
+
+            glob = self.tracker.summary().get("forgetting") if self.tracker is not None else None
+            plot_forgetting_distribution(self.per_client(), glob, run_dir / "local_forgetting.png")
+
+    def compare(self, global_forgetting: float | None) -> dict[str, Any]:
+        """The summary keys for a given global forgetting."""
         per = self.per_client()
         vals = np.asarray(list(per.values()), dtype=float)
         dist: dict[str, Any] = {"clients": len(per), "per_client": {str(c): v for c, v in sorted(per.items())}}

@@ -28,7 +28,6 @@ from fedcl.data.schedules.base import plan_matrix  # noqa: E402
 
 if TYPE_CHECKING:
     from fedcl.data import Schedule, Stream
-    from fedcl.metrics.local import LocalForgetting
 
 
 def label_counts(stream: Stream) -> np.ndarray:
@@ -114,8 +113,7 @@ def plot_forgetting_distribution(per_client: dict[int, float], global_forgetting
     return _save(fig, path)
 
 
-def write_stream_outputs(stream: Stream, schedule: Schedule, local: LocalForgetting | None, run_dir: str | Path,
-                         *, plots: bool = True, global_forgetting: float | None = None) -> list[Path]:
+def write_stream_outputs(stream: Stream, schedule: Schedule, run_dir: str | Path, *, plots: bool = True) -> list[Path]:
     """``schedule.json`` and (with ``plots``) the stream plots of a run; return the files written."""
     out = Path(run_dir)
     plan = plan_matrix(schedule)
@@ -130,9 +128,6 @@ def write_stream_outputs(stream: Stream, schedule: Schedule, local: LocalForgett
         return paths
     paths.append(plot_schedule_timeline(plan, ends, out / "schedule_timeline.png"))
     paths.append(plot_label_distribution(label_counts(stream), out / "label_distribution.png"))
-    if local is not None:
-        paths.append(plot_forgetting_distribution(local.per_client(), global_forgetting,
-                                                  out / "local_forgetting.png"))
     return paths
 
 

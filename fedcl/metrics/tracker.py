@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from fedcl.metrics.asynchrony import end_order, reorder
-from fedcl.metrics.functions import summarise
+from fedcl.metrics.functions import forgetting, summarise
 
 
 class Tracker:
@@ -86,6 +86,11 @@ class Tracker:
         """0-based row of each ended task's end round in :meth:`acc_rounds`."""
         index = {row["round"]: i for i, row in enumerate(self.rows)}
         return [index[self.end_rounds[t]] for t in sorted(self.end_rounds) if self.end_rounds[t] in index]
+
+    def forgetting_so_far(self) -> float | None:
+        """FOT-form forgetting of the accuracy-matrix rows recorded so far (None before task 1 ends)."""
+        A = self.accuracy_matrix()
+        return forgetting(A) if A.shape[0] > 1 else None
 
     # ---- outputs -------------------------------------------------------------
     def summary(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:

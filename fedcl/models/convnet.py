@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -17,7 +19,7 @@ class ConvNet(nn.Module):
         ``(channels, height, width)`` of one sample.
     num_classes : int
         Outputs per head.
-    channels : list[int], default [32, 64]
+    channels : Sequence[int], default (32, 64)
         Output channels of each conv block (each block halves height and width).
     hidden : int, default 256
         Width of the linear layer before the head.
@@ -31,7 +33,7 @@ class ConvNet(nn.Module):
         self,
         in_shape: tuple[int, ...],
         num_classes: int,
-        channels: list[int] | None = None,
+        channels: Sequence[int] = (32, 64),
         hidden: int = 256,
         dropout: float = 0.0,
         num_heads: int = 1,
@@ -39,7 +41,7 @@ class ConvNet(nn.Module):
         super().__init__()
         c, h, w = in_shape
         layers: list[nn.Module] = []
-        for out in channels or [32, 64]:
+        for out in channels:
             # bias=False: FOT/GPM project conv weights only; a bias-free conv keeps them exact.
             layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2)]
             c, h, w = out, h // 2, w // 2

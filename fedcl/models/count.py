@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from fedcl.models import MODELS, build_model
+from fedcl.models import MODELS
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,14 @@ def count(model: nn.Module) -> tuple[int, int]:
     return body, sum(p.numel() for p in model.parameters() if id(p) in head_ids)
 
 
+def build(setup: Setup, num_classes: int) -> nn.Module:
+    """The set-up's network with ``tasks`` heads of ``num_classes`` outputs."""
+    return MODELS.get(setup.model)(setup.in_shape, num_classes, num_heads=setup.tasks, **setup.params)
+
+
 def authors_count(setup: Setup) -> int:
     """Total parameters with the authors' heads: ``tasks`` heads of ``classes_per_task`` outputs."""
-    model = build_model({"name": setup.model, **setup.params}, setup.in_shape, setup.classes_per_task, setup.tasks)
-    return sum(count(model))
+    return sum(count(build(setup, setup.classes_per_task)))
 
 
 def rows(names: list[str]) -> list[list[str]]:
@@ -63,9 +67,8 @@ def rows(names: list[str]) -> list[list[str]]:
     for s in SETUPS:
         if s.model not in names:
             continue
-        body, heads = count(build_model({"name": s.model, **s.params}, s.in_shape, s.classes_per_task, s.tasks))
-        _, fedcl_heads = count(build_model({"name": s.model, **s.params}, s.in_shape,
-                                           s.tasks * s.classes_per_task, s.tasks))
+        body, heads = count(build(s, s.classes_per_task))
+        _, fedcl_heads = count(build(s, s.tasks * s.classes_per_task))
         args = ", ".join(f"{k}={v}" for k, v in s.params.items()) or "defaults"
         out.append([s.model, s.label, "x".join(map(str, s.in_shape)), f"{s.tasks}x{s.classes_per_task}", args,
                     f"{body:,}", f"{heads:,}", f"{body + heads:,}", f"{body + fedcl_heads:,}"])
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     unknown = [m for m in args.models if m not in {s.model for s in SETUPS}]
     if unknown:
-        known = sorted(MODELS)
+        known = MODELS.names()
         parser.error(f"no paper set-up for {unknown}; models: {known}, "
                      f"with set-ups: {sorted({s.model for s in SETUPS})}")
     header = ["model", "set-up", "input", "heads", "arguments", "body", "heads (authors')", "total (authors')",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -17,7 +20,7 @@ class MLP(nn.Module):
         Shape of one input sample, e.g. ``(1, 28, 28)``.
     num_classes : int
         Outputs per head.
-    hidden : list[int], default [256, 256]
+    hidden : Sequence[int], default (256, 256)
         Hidden layer widths.
     dropout : float, default 0.0
         Dropout after every hidden layer.
@@ -29,12 +32,12 @@ class MLP(nn.Module):
         self,
         in_shape: tuple[int, ...],
         num_classes: int,
-        hidden: list[int] | None = None,
+        hidden: Sequence[int] = (256, 256),
         dropout: float = 0.0,
         num_heads: int = 1,
     ) -> None:
         super().__init__()
-        widths = [int(torch.tensor(in_shape).prod())] + list(hidden or [256, 256])
+        widths = [math.prod(in_shape), *hidden]
         layers: list[nn.Module] = [nn.Flatten()]
         for i in range(len(widths) - 1):
             layers += [nn.Linear(widths[i], widths[i + 1]), nn.ReLU()]

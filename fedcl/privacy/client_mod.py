@@ -1,24 +1,25 @@
-"""The ClientApp's privacy mod: Flower's DP client mods, chosen per run from the message's config."""
+"""The ClientApp's privacy mod: SecAgg+ stages, then Flower's DP client mods, chosen per run from the message."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, MessageType
+from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp.mod import LocalDpMod, adaptiveclipping_mod, fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedcl import keys
+import fedcl.keys as keys
+from fedcl.client.instruction import TRAIN, action_of
+from fedcl.config import from_json
+from fedcl.config.schema import DP
+from fedcl.privacy.secagg_client import is_secagg_message, secagg_client_mod
 
 
-def _privacy_config(msg: Message) -> dict[str, Any]:
+def _dp_config(msg: Message) -> DP | None:
     rec = msg.content.config_records.get(keys.CONFIG)
     if not isinstance(rec, ConfigRecord) or keys.RUN_CONFIG_JSON not in rec:
-        return {}
-    from fedcl.client_app import _parse_config  # cached JSON parse shared with the handlers
-
-    cfg = _parse_config(str(rec[keys.RUN_CONFIG_JSON]))
-    return dict(cfg.get("privacy") or {})
+        return None
+    return from_json(str(rec[keys.RUN_CONFIG_JSON])).privacy.dp
 
 
 def dp_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
@@ -29,19 +30,20 @@ def dp_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message
     * local DP: ``LocalDpMod(C, C, epsilon, delta)`` clips the update to C and adds
       Gaussian noise before the reply leaves the client.
 
-    Other messages (GPSE queries, unlearning) pass through untouched: they carry no
-    model update.
+    Other actions (GPSE queries, unlearning) pass through untouched: they carry no
+    model update of the stream.
     """
-    if msg.metadata.message_type != MessageType.TRAIN:
+    if action_of(msg) != TRAIN:
         return call_next(msg, ctxt)
-    dp = _privacy_config(msg).get("dp")
-    if not dp:
+    dp = _dp_config(msg)
+    if dp is None:
         return call_next(msg, ctxt)
-    if dp["mode"] == "local":
-        c = float(dp["clipping_norm"])
-        return _model_records_only(LocalDpMod(c, c, float(dp["epsilon"]), float(dp["delta"])), msg, ctxt, call_next)
-    if dp.get("clipping", "client") == "client":
-        mod = adaptiveclipping_mod if dp.get("adaptive", False) else fixedclipping_mod
+    if dp.mode == "local":
+        assert dp.epsilon is not None
+        c = dp.clipping_norm
+        return _model_records_only(LocalDpMod(c, c, dp.epsilon, dp.delta), msg, ctxt, call_next)
+    if dp.clipping == "client":
+        mod = adaptiveclipping_mod if dp.adaptive else fixedclipping_mod
         return _model_records_only(mod, msg, ctxt, call_next)
     return call_next(msg, ctxt)
 
@@ -78,9 +80,7 @@ def _model_records_only(mod: Any, msg: Message, ctxt: Context, call_next: Client
 
 
 def privacy_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
-    """The one mod of fedcl's ClientApp: SecAgg+ stages (fedcl/privacy/secagg.py), then DP."""
-    from fedcl.privacy.secagg import is_secagg_message, secagg_client_mod
-
+    """The one mod of fedcl's ClientApp: SecAgg+ stages (around the DP mod), else the DP mod."""
     if is_secagg_message(msg):
-        return secagg_client_mod(msg, ctxt, call_next)
+        return secagg_client_mod(msg, ctxt, lambda m, c: dp_mod(m, c, call_next))
     return dp_mod(msg, ctxt, call_next)

@@ -15,23 +15,24 @@ No query touches the client's continual-learning method state.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, MetricRecord, RecordDict
 from torch import nn
 from torch.nn import functional as F
 
-from fedcl import keys
+import fedcl.keys as keys
+from fedcl.client.instruction import Instruction, workspace
 from fedcl.data import Stream
 from fedcl.errors import ConfigError
-from fedcl.trainer import derive_seed, task_logits
-
-ACTIONS = ("fisher", "ascent", "train")
+from fedcl.records import array_record, model_record
+from fedcl.seeding import torch_generator
+from fedcl.trainer import task_logits
+from fedcl.unlearning import protocol
 
 
 @dataclass
@@ -152,15 +153,6 @@ def sgd_steps(
     return steps
 
 
-def _arrays(model: nn.Module) -> ArrayRecord:
-    return ArrayRecord({k: Array(v.detach().cpu().numpy()) for k, v in model.state_dict().items()})
-
-
-def _np_record(tensors: dict[str, torch.Tensor]) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v.detach().cpu().numpy(), dtype=np.float32))
-                        for k, v in tensors.items()})
-
-
 def local_splits(stream: Stream, client_id: int, opts: dict[str, Any], device: torch.device) -> list[TaskSplit]:
     """The client's forget / retain split of every task named by the query."""
     forget_all = client_id in opts.get("forget_clients", [])
@@ -172,24 +164,22 @@ def local_splits(stream: Stream, client_id: int, opts: dict[str, Any], device: t
     return out
 
 
-def run_unlearn(msg: Message, context: Context) -> Message:
-    """Answer one ``query.unlearn`` message (see the module docstring for the actions)."""
-    from fedcl.client_app import _prepare
-
-    rec, cfg, client_id, _task, server_round, seed, device, stream, model = _prepare(msg, context)
-    opts: dict[str, Any] = json.loads(str(rec[keys.UNLEARN_OPTIONS]))
+def handle(msg: Message, context: Context, instr: Instruction) -> Message:
+    """The ``query.unlearn`` handler (see the module docstring for the actions)."""
+    ws = workspace(instr, msg)
+    stream, model, device, client_id = ws.stream, ws.model, ws.device, instr.client_id
+    opts = protocol.options(instr.record)
     action = opts.get("action")
-    if action not in ACTIONS:
-        raise ConfigError("unlearn-action", action, f"one of {list(ACTIONS)}")
+    if action not in protocol.ACTIONS:
+        raise ConfigError("unlearn-action", action, f"one of {list(protocol.ACTIONS)}")
     splits = local_splits(stream, client_id, opts, device)
     mh = stream.multi_head
     def classes(t: int) -> list[int] | None:
         return list(stream.tasks[t].classes) if mh else None
 
-    gen = torch.Generator().manual_seed(derive_seed(seed, "unlearn", action, client_id, server_round,
-                                                    int(opts.get("salt", 0))))
+    gen = torch_generator(instr.seed, "unlearn", action, client_id, instr.server_round, int(opts.get("salt", 0)))
     max_samples = opts.get("max_samples")
-    bs = int(cfg["train"]["batch_size"])
+    bs = instr.cfg.train.batch_size
     metrics: dict[str, int | float | list[int] | list[float]] = {}
     content = RecordDict()
     if action == "fisher":
@@ -206,22 +196,22 @@ def run_unlearn(msg: Message, context: Context) -> Message:
                 for k, v in fisher_sum(model, xx, yy, s.task_id, mh, classes(s.task_id)).items():
                     acc[k] += v
             nf, nr = nf + int(xf.shape[0]), nr + int(xr.shape[0])
-        content[keys.FISHER_FORGET] = _np_record(f_sum)
-        content[keys.FISHER_RETAIN] = _np_record(r_sum)
-        metrics = {keys.NUM_FORGET: nf, keys.NUM_RETAIN: nr, keys.NUM_EXAMPLES: nf + nr}
+        content[protocol.FISHER_FORGET] = array_record(f_sum, np.float32)
+        content[protocol.FISHER_RETAIN] = array_record(r_sum, np.float32)
+        metrics = {protocol.NUM_FORGET: nf, protocol.NUM_RETAIN: nr, keys.NUM_EXAMPLES: nf + nr}
     else:
         ascent = action == "ascent"
         n = 0
         for s in splits:
             x, y = (s.x_forget, s.y_forget) if ascent else (s.x_retain, s.y_retain)
             x, y = _cap(x, y, max_samples, gen)
-            sgd_steps(model, x, y, s.task_id, mh, classes(s.task_id), epochs=float(opts.get("epochs", 1.0)),
-                      lr=float(opts.get("lr", cfg["train"]["lr"])), batch_size=bs, gen=gen, ascent=ascent,
+            sgd_steps(model, x, y, s.task_id, mh, classes(s.task_id), epochs=float(opts["epochs"]),
+                      lr=float(opts["lr"]), batch_size=bs, gen=gen, ascent=ascent,
                       max_loss=opts.get("max_loss"))
             n += int(x.shape[0])
-        content[keys.ARRAYS] = _arrays(model)
+        content[keys.ARRAYS] = model_record(model)
         metrics = {keys.NUM_EXAMPLES: n}
     content[keys.METRICS] = MetricRecord(metrics)
     if opts.get("report_client"):
-        content[keys.UNLEARN_INFO] = ConfigRecord({keys.CLIENT_ID: client_id})
+        content[protocol.INFO] = protocol.client_info(client_id)
     return Message(content=content, reply_to=msg)

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from fedcl.data import Stream
-from fedcl.trainer import derive_seed, task_logits
+from fedcl.seeding import derive_seed
+from fedcl.trainer import task_logits
 from fedcl.unlearning.metrics import accuracy, entropy, mean_kl, mia_auc, per_sample_loss
 from fedcl.unlearning.metrics import auc as roc_auc
 

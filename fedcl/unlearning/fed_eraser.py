@@ -81,9 +81,9 @@ class FedEraser(Unlearner):
         self, interval: int = 2, calibration_epochs: float = 0.5, calibration_lr: float | None = None
     ) -> None:
         if not (isinstance(interval, int) and interval >= 1):
-            raise ConfigError("unlearning.params.interval", interval, "an integer >= 1")
+            raise ConfigError("unlearning.interval", interval, "an integer >= 1")
         if not calibration_epochs > 0:
-            raise ConfigError("unlearning.params.calibration_epochs", calibration_epochs, "a number > 0")
+            raise ConfigError("unlearning.calibration_epochs", calibration_epochs, "a number > 0")
         self.interval, self.calibration_lr = interval, calibration_lr
         self.calibration_epochs = float(calibration_epochs)
         self.history: list[_Stored] = []

@@ -43,11 +43,11 @@ class GradientAscent(Unlearner):
                  repair_rounds: int = 2, repair_epochs: float = 1.0, repair_tasks: str = "current",
                  max_samples: int | None = None) -> None:
         if not ascent_epochs > 0:
-            raise ConfigError("unlearning.params.ascent_epochs", ascent_epochs, "a number > 0")
+            raise ConfigError("unlearning.ascent_epochs", ascent_epochs, "a number > 0")
         if not (isinstance(repair_rounds, int) and repair_rounds >= 0):
-            raise ConfigError("unlearning.params.repair_rounds", repair_rounds, "an integer >= 0")
+            raise ConfigError("unlearning.repair_rounds", repair_rounds, "an integer >= 0")
         if repair_tasks not in REPAIR_TASKS:
-            raise ConfigError("unlearning.params.repair_tasks", repair_tasks, f"one of {list(REPAIR_TASKS)}")
+            raise ConfigError("unlearning.repair_tasks", repair_tasks, f"one of {list(REPAIR_TASKS)}")
         self.ascent_epochs, self.ascent_lr, self.max_loss = float(ascent_epochs), ascent_lr, max_loss
         self.repair_rounds, self.repair_epochs, self.repair_tasks = repair_rounds, float(repair_epochs), repair_tasks
         self.max_samples = max_samples

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fedcl import keys
 from fedcl.errors import ConfigError
+from fedcl.unlearning import protocol
 from fedcl.unlearning.base import Federation, State, Unlearner, UnlearnJob
 
 REFERENCES = ("retain", "full")
@@ -65,13 +65,13 @@ class SSD(Unlearner):
     def __init__(self, alpha: float = 10.0, lam: float = 1.0, reference: str = "retain",
                  max_samples: int | None = 256, retain_tasks: str = "current") -> None:
         if not alpha > 0:
-            raise ConfigError("unlearning.params.alpha", alpha, "a number > 0")
+            raise ConfigError("unlearning.alpha", alpha, "a number > 0")
         if not lam > 0:
-            raise ConfigError("unlearning.params.lambda", lam, "a number > 0")
+            raise ConfigError("unlearning.lam", lam, "a number > 0")
         if reference not in REFERENCES:
-            raise ConfigError("unlearning.params.reference", reference, f"one of {list(REFERENCES)}")
+            raise ConfigError("unlearning.reference", reference, f"one of {list(REFERENCES)}")
         if retain_tasks not in ("current", "seen"):
-            raise ConfigError("unlearning.params.retain_tasks", retain_tasks, "one of ['current', 'seen']")
+            raise ConfigError("unlearning.retain_tasks", retain_tasks, "one of ['current', 'seen']")
         self.alpha, self.lam, self.reference, self.max_samples = float(alpha), float(lam), reference, max_samples
         self.retain_tasks = retain_tasks
         self.dampened_fraction = 0.0
@@ -81,13 +81,13 @@ class SSD(Unlearner):
         rt = [job.current_task] if self.retain_tasks == "current" else None
         opts = job.forget_options("fisher", max_samples=self.max_samples, retain_tasks=rt)
         sums, metrics = fed.sums("fisher", clients, state, opts)
-        nf, nr = float(metrics.get(keys.NUM_FORGET, 0.0)), float(metrics.get(keys.NUM_RETAIN, 0.0))
+        nf, nr = float(metrics.get(protocol.NUM_FORGET, 0.0)), float(metrics.get(protocol.NUM_RETAIN, 0.0))
         if nf == 0 or nr == 0:
             return state, 1  # nothing to forget (or nothing to compare with): leave the model
-        ff = {k: v / nf for k, v in sums[keys.FISHER_FORGET].items()}
+        ff = {k: v / nf for k, v in sums[protocol.FISHER_FORGET].items()}
         if self.reference == "full":
-            fr = {k: (v + sums[keys.FISHER_FORGET][k]) / (nf + nr) for k, v in sums[keys.FISHER_RETAIN].items()}
+            fr = {k: (v + sums[protocol.FISHER_FORGET][k]) / (nf + nr) for k, v in sums[protocol.FISHER_RETAIN].items()}
         else:
-            fr = {k: v / nr for k, v in sums[keys.FISHER_RETAIN].items()}
+            fr = {k: v / nr for k, v in sums[protocol.FISHER_RETAIN].items()}
         new, self.dampened_fraction = dampen(state, fr, ff, self.alpha, self.lam)
         return new, 1

@@ -5,7 +5,7 @@ Command (results in simulations/benchmarks/results/eval_cost.md):
     python -m simulations.benchmarks.eval_cost [overrides ...] [--label after]
 
 Runs the experiment in this process (production strategy, ClientApp handlers and
-``CentralEvaluator``; transport by :class:`InProcessGrid`) and times every call of
+``CentralEvaluator``; ``backend=inprocess``) and times every call of
 ``CentralEvaluator._eval``: the per-round evaluation of all seen tasks on their
 cached fixed subsets (``eval.subset_size``, batched by ``eval.batch_size``) and the
 full test split of every task at each task end. Run it from a source tree to
@@ -23,17 +23,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedcl.config import compose, validate
+from fedcl.config import compose
 from simulations.benchmarks.common import append_results, machine
-from simulations.benchmarks.inprocess_grid import InProcessGrid
+from simulations.run import run
 
 
 def measure(overrides: list[str], out: Path) -> dict[str, Any]:
     """Run in-process; return wall seconds, evaluation seconds and calls (per-round and task-end)."""
-    import strategies.server_app as sa
+    from strategies.server.evaluator import CentralEvaluator
 
     spent = {"per_round": 0.0, "full": 0.0, "calls": 0}
-    orig_per_round, orig_full = sa.CentralEvaluator.per_round, sa.CentralEvaluator.full
+    orig_per_round, orig_full = CentralEvaluator.per_round, CentralEvaluator.full
 
     def per_round(self: Any, tasks: list[int]) -> Any:
         t0 = time.perf_counter()
@@ -50,12 +50,10 @@ def measure(overrides: list[str], out: Path) -> dict[str, Any]:
         finally:
             spent["full"] += time.perf_counter() - t0
 
-    sa.CentralEvaluator.per_round, sa.CentralEvaluator.full = per_round, full  # type: ignore[method-assign]
-    cfg = validate(compose([*overrides, "quiet=true", "output.plots=false", "checkpoint.enabled=false"]))
-    out.mkdir(parents=True, exist_ok=True)
-    cfg["output"]["dir"] = str(out)
+    CentralEvaluator.per_round, CentralEvaluator.full = per_round, full  # type: ignore[method-assign]
+    cfg = compose([*overrides, "backend=inprocess", "quiet=true", "output.plots=false", "checkpoint.enabled=false"])
     t0 = time.perf_counter()
-    summary = sa.run_federation(InProcessGrid(), cfg, out)
+    summary = run(cfg, out)
     wall = time.perf_counter() - t0
     return {"wall": wall, **spent, "acc": summary["acc"]}
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from fedcl.methods import available_methods
+from fedcl.config import group_options
 from simulations.benchmarks.common import run_variants, slug, write_table
 
 STREAMS: dict[str, tuple[str, list[str]]] = {
@@ -40,8 +40,8 @@ RESULTS = Path(__file__).parent / "results" / "method_zoo.md"
 
 
 def zoo_methods() -> list[str]:
-    """``naive`` first, every other method file in ``fedcl/methods``, ``joint`` (upper bound) last."""
-    rest = [m for m in available_methods() if m not in ("naive", "joint")]
+    """``naive`` first, every other option of the ``method`` group, ``joint`` (upper bound) last."""
+    rest = [m for m in group_options("method") if m not in ("naive", "joint")]
     return ["naive", *rest, "joint"]
 
 

@@ -73,6 +73,25 @@ def _ratio(results: dict[str, list[dict[str, Any]]], name: str) -> str:
     return f"{_round_s(results[name]) / _round_s(results[base]):.2f}"
 
 
+def _fixed_update_app() -> Any:
+    """A ClientApp (behind fedcl's privacy mod) whose ``train`` handler adds a fixed update: no training."""
+    from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+
+    import fedcl.keys as keys
+    from fedcl.privacy.client_mod import privacy_mod
+
+    app = ClientApp(mods=[privacy_mod])
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        w = msg.content[keys.ARRAYS]["w"].numpy()  # type: ignore[index,union-attr]
+        return Message(RecordDict({keys.ARRAYS: ArrayRecord({"w": Array(w + 1e-3 * context.node_id)}),
+                                   keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 100})}), reply_to=msg)
+
+    return app
+
+
 def protocol_overhead(num_params: int, clients: int, repeats: int = 3) -> dict[str, float]:
     """Seconds for one round of ``clients`` replies of ``num_params`` floats, in the clear vs through SecAgg+.
 
@@ -83,23 +102,15 @@ def protocol_overhead(num_params: int, clients: int, repeats: int = 3) -> dict[s
     import copy
     import time
 
-    from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
-    from flwr.clientapp import ClientApp
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
-    from fedcl import keys
+    import fedcl.keys as keys
     from fedcl.config import compose, to_json
-    from fedcl.privacy.client_mod import privacy_mod
-    from fedcl.privacy.secagg import SecAggPlusGrid
+    from strategies.secagg import SecAggPlusGrid
 
     TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
-    app = ClientApp(mods=[privacy_mod])
-
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
-        w = msg.content[keys.ARRAYS]["w"].numpy()  # type: ignore[index,union-attr]
-        return Message(RecordDict({keys.ARRAYS: ArrayRecord({"w": Array(w + 1e-3 * context.node_id)}),
-                                   keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 100})}), reply_to=msg)
+    app = _fixed_update_app()
 
     class Direct:  # delivers each message to its node's Context, as one SuperNode each
         def __init__(self) -> None:
@@ -130,7 +141,9 @@ def protocol_overhead(num_params: int, clients: int, repeats: int = 3) -> dict[s
 
     times: dict[str, list[float]] = {"clear": [], "secagg": []}
     for _ in range(repeats):
-        for name, grid in (("clear", Direct()), ("secagg", SecAggPlusGrid(Direct(), cfg["privacy"]["secagg"], 100))):
+        secagg = cfg.privacy.secagg
+        assert secagg is not None
+        for name, grid in (("clear", Direct()), ("secagg", SecAggPlusGrid(Direct(), secagg, 100))):  # type: ignore[arg-type]
             t0 = time.perf_counter()
             grid.send_and_receive(msgs())
             times[name].append(time.perf_counter() - t0)

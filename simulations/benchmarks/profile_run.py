@@ -1,4 +1,4 @@
-"""cProfile of a whole run, server and client side in one process (transport: :class:`InProcessGrid`).
+"""cProfile of a whole run, server and client side in one process (``backend=inprocess``).
 
 Command (findings in simulations/benchmarks/results/profile.md):
 
@@ -18,22 +18,17 @@ import pstats
 import time
 from pathlib import Path
 
-from fedcl.config import compose, validate
-from simulations.benchmarks.inprocess_grid import InProcessGrid
+from fedcl.config import compose
+from simulations.run import run
 
 
 def profile(overrides: list[str], out: Path, top: int) -> str:
     """Run ``overrides`` under cProfile; return the report (cumulative and own time)."""
-    from strategies.server_app import run_federation
-
-    cfg = validate(compose([*overrides, "quiet=true", "output.plots=false"]))
-    cfg["output"]["dir"] = str(out)
-    out.mkdir(parents=True, exist_ok=True)
-    grid = InProcessGrid()
+    cfg = compose([*overrides, "backend=inprocess", "quiet=true", "output.plots=false"])
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()
-    run_federation(grid, cfg, out)
+    run(cfg, out)
     prof.disable()
     wall = time.perf_counter() - t0
     buf = io.StringIO()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fedcl.checkpoint import (
-    CheckpointPolicy,
+    due,
     latest_checkpoint,
     load_checkpoint,
     restore_client_states,
@@ -16,7 +16,10 @@ from fedcl.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from fedcl.config import compose
+from fedcl.config.schema import Checkpoint
 from fedcl.errors import ConfigError
+from tests.conftest import synthetic_overrides
 
 
 def test_save_load_prune_and_restore_client_states(tmp_path: Path) -> None:
@@ -55,8 +58,8 @@ def test_rng_round_trip() -> None:
 
 
 def test_policy_due_and_validation() -> None:
-    p = CheckpointPolicy.from_config({"checkpoint": {"enabled": True, "every_rounds": 3, "keep": 0}})
-    assert [r for r in range(1, 8) if p.due(r, task_ended=(r == 4))] == [3, 4, 6]
-    assert not CheckpointPolicy.from_config({"checkpoint": {"enabled": False}}).due(4, True)
+    p = Checkpoint(enabled=True, every_rounds=3, keep=0)
+    assert [r for r in range(1, 8) if due(p, r, task_ended=(r == 4))] == [3, 4, 6]
+    assert not due(Checkpoint(enabled=False, every_rounds=0, keep=2), 4, True)
     with pytest.raises(ConfigError, match="checkpoint.every_rounds"):
-        CheckpointPolicy.from_config({"checkpoint": {"every_rounds": -1}})
+        compose(synthetic_overrides("checkpoint.every_rounds=-1"))

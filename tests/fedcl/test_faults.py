@@ -7,9 +7,11 @@ import pytest
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
 from fedcl import keys
+from fedcl.config.schema import Faults
 from fedcl.faults import FaultPlan, InjectedCrash
 
-CRASHY = {"crash_prob": 0.2, "nan_prob": 0.1, "delay_prob": 0.0, "delay_s": 0.0}
+CRASHY = Faults(name="crashy", crash_prob=0.2, nan_prob=0.1, delay_prob=0.0, delay_s=0.0)
+NONE = Faults(name="none", crash_prob=0.0, nan_prob=0.0, delay_prob=0.0, delay_s=0.0)
 
 
 def plans(seed: int, attempt: int = 0) -> list[FaultPlan]:
@@ -31,8 +33,7 @@ def test_rates_match_the_config() -> None:
 
 
 def test_no_faults_config_never_faults() -> None:
-    assert not any(x.crash or x.nan for x in [FaultPlan.draw(None, 0, r, 0) for r in range(100)])
-    assert not any(x.crash or x.nan for x in [FaultPlan.draw({"crash_prob": 0.0}, 0, r, 0) for r in range(100)])
+    assert not any(x.crash or x.nan or x.delay_s for x in [FaultPlan.draw(NONE, 0, r, 0) for r in range(100)])
 
 
 def test_crash_raises_and_nan_poisons_only_values() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedcl import keys
-from fedcl.fot_client import gpse_statistics
-from fedcl.fot_server import FOTState
+import fedcl.keys as keys
+from fedcl.fot.client import gpse_statistics
+from fedcl.fot.server import FOTState
 from fedcl.models import MLP
 from fedcl.subspace import empty_basis, weight_view
 
@@ -65,3 +65,190 @@ def test_update_bases_grows_and_raises_eps() -> None:
     state.update_bases({"l": Y}, {"l": 10.0}, total_examples=10.0)
     assert 1 <= state.basis_dims()["l"] <= 5
     assert abs(state.eps - 0.92) < 1e-9
+
+
+def test_fedproject_keeps_old_weights_inside_span_and_takes_fedavg_outside_by_hand() -> None:
+    # Prepare: layer "l" with d = 3 and basis U = e_0; W (round start) and the plain average W_bar
+    state = FOTState(bases={"l": torch.eye(3)[:, :1]})
+    W = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    W_bar = torch.tensor([[0.5, 1.0, -1.0], [2.0, 7.0, 0.0]])
+    # Execute
+    out = state.project({"l.weight": W, "l.bias": torch.zeros(2)}, {"l.weight": W_bar, "l.bias": torch.ones(2)})
+    # Assert: Delta = W - W_bar, Delta_proj = Delta with column 0 removed, W - Delta_proj:
+    # the input direction e_0 keeps W (the part inside span(U) is removed from the update),
+    # every other direction takes FedAvg's W_bar exactly (the update outside span(U) is FedAvg's)
+    want = torch.tensor([[1.0, 1.0, -1.0], [4.0, 7.0, 0.0]])
+    assert torch.equal(out["l.weight"], want)
+    assert torch.equal(out["l.bias"], torch.ones(2))  # not projected: the plain average
+
+
+def test_fedproject_with_an_oblique_basis_matches_the_formula_and_moves_the_weights() -> None:
+    # Prepare: U spans (e_0 + e_1) / sqrt(2) in R^3
+    u = torch.tensor([[1.0], [1.0], [0.0]]) / 2**0.5
+    state = FOTState(bases={"l": u})
+    W = torch.tensor([[2.0, 0.0, 1.0]])
+    W_bar = torch.tensor([[0.0, 0.0, 3.0]])
+    # Execute
+    out = state.project({"l.weight": W}, {"l.weight": W_bar})["l.weight"]
+    # Assert: Delta = [2, 0, -2]; Delta u u^T = [1, 1, 0]; Delta_proj = [1, -1, -2]; W - Delta_proj = [1, 1, 3]
+    torch.testing.assert_close(out, torch.tensor([[1.0, 1.0, 3.0]]), rtol=0, atol=1e-6)
+    # the global update W - out is orthogonal to u, non-zero, and equals FedAvg's update W - W_bar off span(u)
+    update = W - out
+    assert float(update.abs().sum()) > 1.0
+    torch.testing.assert_close(update @ u, torch.zeros(1, 1), rtol=0, atol=1e-6)
+    off = torch.eye(3) - u @ u.T
+    torch.testing.assert_close(update @ off, (W - W_bar) @ off, rtol=0, atol=1e-6)
+
+
+def test_update_bases_divides_the_ratio_sum_by_the_examples() -> None:
+    # Prepare: s^2 shares 0.5, 0.3, 0.15, 0.05; sum n_i r_i = 8 over 10 examples -> r_bar = 0.8
+    Y = np.diag(np.sqrt([50.0, 30.0, 15.0, 5.0, 0.0])).astype(np.float32)
+    state = FOTState(bases={}, eps=0.9)
+    # Execute
+    state.update_bases({"l": Y}, {"l": 8.0}, total_examples=10.0)
+    # Assert: eps' = (0.8 - 0.1) / 0.8 = 0.875 -> k = 3 (0.8 <= 0.875 < 0.95); the first three axes
+    U = state.bases["l"]
+    assert U.shape == (5, 3)
+    torch.testing.assert_close((U @ U.T).abs(), torch.diag(torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0])),
+                               rtol=0, atol=1e-6)
+
+
+def test_update_bases_without_examples_is_an_error() -> None:
+    state = FOTState(bases={})
+    try:
+        state.update_bases({"l": np.eye(2, dtype=np.float32)}, {"l": 1.0}, total_examples=0.0)
+    except ValueError as exc:
+        assert str(exc) == "FOT: GPSE statistics with no examples"
+    else:
+        raise AssertionError("update_bases accepted zero examples")
+
+
+def test_gpse_ratio_and_sketch_against_a_partial_basis_by_hand() -> None:
+    # Prepare: a linear first layer sees x itself; the basis holds e_0 of R^4
+    model = MLP((4,), 3, hidden=[5])
+    x = torch.randn(12, 4, generator=torch.Generator().manual_seed(0))
+    bases = {"body.1": np.eye(4, dtype=np.float32)[:, :1]}
+    # Execute: max_samples >= n, so the seeded subset is a permutation of every sample
+    sketches, stats = gpse_statistics(model, x, bases, sketch_factor=2, max_samples=50,
+                                      generator=torch.Generator().manual_seed(1))
+    # Assert: r = ||R|| / ||A|| with R = A without its e_0 row; n r summed; the sketch lies in span(R)
+    A = x.T
+    want = float(torch.linalg.norm(A[1:])) / float(torch.linalg.norm(A))
+    assert stats[keys.NUM_EXAMPLES] == 12
+    assert abs(stats["body.1/ratio-weighted"] - 12 * want) < 1e-4
+    Y = sketches["body.1"]
+    assert Y.shape == (4, 8) and np.abs(Y[0]).max() < 1e-5 and np.abs(Y[1:]).max() > 0.1
+    assert abs(stats["head.heads.0/ratio-weighted"] - 12.0) < 1e-4  # no basis for the head yet
+
+
+def test_gpse_of_all_zero_inputs_has_ratio_zero() -> None:
+    model = MLP((3,), 2, hidden=[4])
+    _, stats = gpse_statistics(model, torch.zeros(5, 3), {}, generator=torch.Generator().manual_seed(0))
+    assert stats["body.1/ratio-weighted"] == 0.0
+
+
+def test_gpse_uses_a_random_subset_of_max_samples() -> None:
+    model = MLP((3,), 2, hidden=[4])
+    x = torch.zeros(10, 3)
+    x[0] = 1.0  # one sample carries all the energy
+    hits = 0
+    for seed in range(10):
+        sketches, stats = gpse_statistics(model, x, {}, max_samples=1, generator=torch.Generator().manual_seed(seed))
+        assert stats[keys.NUM_EXAMPLES] == 1
+        hits += int(np.abs(sketches["body.1"]).max() > 0)
+    assert 0 < hits < 10  # a different sample per seed, not always the first one
+
+
+def test_gpse_is_a_function_of_its_generator_and_limits() -> None:
+    # Prepare: a conv model (many patch columns) and 600 samples
+    from fedcl.models import ConvNet
+
+    torch.manual_seed(0)
+    model = ConvNet((1, 8, 8), 3, channels=[2], hidden=4)
+    x = torch.randn(600, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    def run(**kw: object) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        torch.manual_seed(int(kw.pop("global_seed", 0)))  # type: ignore[call-overload]
+        return gpse_statistics(model, x, {}, generator=torch.Generator().manual_seed(5), **kw)  # type: ignore[arg-type]
+
+    # Execute / Assert: the global RNG plays no part
+    a, sa = run(global_seed=0)
+    b, _ = run(global_seed=1)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    # defaults: 500 samples and at most 20,000 of their 500 * 64 patch columns
+    assert sa[keys.NUM_EXAMPLES] == 500
+    c, _ = run(max_samples=500, max_columns=20_000, batch_size=256)
+    assert all(np.array_equal(a[k], c[k]) for k in a)
+    # max_columns caps the columns behind each sketch: one column, a rank-one sketch
+    d, _ = run(max_columns=1)
+    assert np.linalg.matrix_rank(d["body.0"].astype(np.float64), tol=1e-6) == 1
+
+
+def test_gpse_accepts_float64_bases() -> None:
+    model = MLP((4,), 3, hidden=[5])
+    bases = {"body.1": np.eye(4)[:, :2]}  # float64, as a restored checkpoint might hold
+    sketches, stats = gpse_statistics(model, torch.randn(8, 4), bases, generator=torch.Generator().manual_seed(0))
+    assert sketches["body.1"].dtype == np.float32 and np.abs(sketches["body.1"][:2]).max() < 1e-5
+
+
+def test_project_with_an_empty_basis_is_the_plain_average_bit_for_bit() -> None:
+    # W - (W - W_bar) is not W_bar in float32 (1e8 - (1e8 - 1) rounds to 0): an empty basis must not project
+    state = FOTState(bases={"fc": empty_basis(2)})
+    old = {"fc.weight": torch.full((1, 2), 1e8)}
+    new = {"fc.weight": torch.ones(1, 2)}
+    assert torch.equal(state.project(old, new)["fc.weight"], new["fc.weight"])
+
+
+def test_project_touches_weight_entries_only() -> None:
+    # "fc.bias_v" shares the 7-character tail length of ".weight" with "fc": it must not be projected
+    state = FOTState(bases={"fc": torch.eye(2)[:, :1]})
+    old = {"fc.bias_v": torch.ones(1, 2), "fc.weight": torch.ones(1, 2)}
+    new = {"fc.bias_v": torch.zeros(1, 2), "fc.weight": torch.zeros(1, 2)}
+    out = state.project(old, new)
+    assert torch.equal(out["fc.bias_v"], torch.zeros(1, 2))
+    assert torch.equal(out["fc.weight"], torch.tensor([[1.0, 0.0]]))
+
+
+def test_update_bases_extends_the_existing_basis_and_caps_eps() -> None:
+    # Prepare: e_0 already protected; a wide sketch (d x 2d) of inputs in span(e_0, e_1)
+    state = FOTState(bases={"l": torch.eye(3)[:, :1].contiguous()}, eps=0.99, d_eps=0.05)
+    Y = np.zeros((3, 6), dtype=np.float32)
+    Y[0, 0], Y[1, 1] = 2.0, 1.0
+    # Execute
+    state.update_bases({"l": Y, "m": np.eye(2, dtype=np.float32)}, {"l": 5.0}, total_examples=5.0)
+    # Assert: e_0 stays the first column exactly, e_1 is added; no ratio for "m" -> r_bar 0, nothing added
+    U = state.bases["l"]
+    assert U.shape == (3, 2) and torch.equal(U[:, 0], torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(U[:, 1].abs(), torch.tensor([0.0, 1.0, 0.0]))
+    assert state.bases["m"].shape == (2, 0)
+    assert state.eps == 1.0  # 0.99 + 0.05 capped
+    state.update_bases({"l": Y}, {"l": 1.0}, total_examples=1.0)  # one example is enough
+
+
+def test_state_restores_float32_bases_and_both_thresholds() -> None:
+    restored = FOTState()
+    restored.load_state_dict({"bases": {"l": np.eye(3)[:, :1]}, "eps": 0.9, "d_eps": 0.02})
+    assert restored.bases["l"].dtype == torch.float32 and restored.d_eps == 0.02 and restored.eps == 0.9
+    assert FOTState(bases={"l": torch.eye(2)}).state_dict()["bases"]["l"].dtype == np.float32
+
+
+def test_gpse_ratio_of_small_inputs_is_still_one_without_a_basis() -> None:
+    model = MLP((3,), 2, hidden=[4])
+    _, stats = gpse_statistics(model, torch.full((4, 3), 0.01), {}, generator=torch.Generator().manual_seed(0))
+    assert abs(stats["body.1/ratio-weighted"] - 4.0) < 1e-4  # ||A|| = 0.035 < 1, r = 1
+
+
+def test_update_bases_grows_from_the_layers_own_basis_with_wide_sketches() -> None:
+    # Prepare: "l" already protects e_0; its new inputs lie mostly along e_1 (s = 3) and a little along e_2 (s = 1);
+    # "m" has no basis yet and a wide (d x 2d) sketch
+    state = FOTState(bases={"l": torch.eye(3)[:, :1].contiguous()}, eps=0.5)
+    Y_l = np.diag([0.0, 3.0, 1.0]).astype(np.float32)
+    Y_m = np.zeros((2, 4), dtype=np.float32)
+    Y_m[1, 3] = 1.0
+    # Execute: r_bar = 1 -> eps' = 0.5 -> k = 1 (9 / 10 > 0.5) for "l"; "m" gets its one direction
+    state.update_bases({"l": Y_l, "m": Y_m}, {"l": 2.0, "m": 2.0}, total_examples=2.0)
+    # Assert: e_1 is added to e_0 (not a fresh basis of e_1 alone)
+    assert state.bases["l"].shape == (3, 2)
+    torch.testing.assert_close(state.bases["l"].abs(), torch.eye(3)[:, :2])
+    assert state.bases["m"].shape == (2, 1)
+    torch.testing.assert_close(state.bases["m"].abs(), torch.tensor([[0.0], [1.0]]))

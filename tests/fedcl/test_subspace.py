@@ -9,10 +9,12 @@ from torch.nn import functional as F
 
 from fedcl.models import MLP, ConvNet
 from fedcl.subspace import (
+    as_numpy_bases,
     empty_basis,
     grow_basis,
     layer_inputs,
     orthonormal_extend,
+    project_delta,
     project_gradients,
     project_update,
     projectable_layers,
@@ -139,3 +141,180 @@ def test_project_gradients_in_place() -> None:
     bases = {"body.1": random_basis(6, 2)}
     project_gradients(model, bases)
     assert torch.linalg.norm(model.body[1].weight.grad @ bases["body.1"]) < 1e-6
+
+
+def test_grow_basis_divides_eps_prime_by_r_bar() -> None:
+    # Prepare: s^2 shares 0.5, 0.3, 0.15, 0.05 along e_1..e_4 of R^6
+    Y = torch.diag(torch.sqrt(torch.tensor([50.0, 30.0, 15.0, 5.0, 0.0, 0.0])))
+    # Execute / Assert: r_bar = 0.8, eps = 0.9 -> eps' = (0.8 - 0.1) / 0.8 = 0.875 -> k = 3
+    # (without the division eps' would be 0.7 -> k = 2)
+    assert grow_basis(empty_basis(6), Y, r_bar=0.8, eps=0.9).shape == (6, 3)
+    # r_bar = 0.4, eps = 0.9 -> eps' = 0.75 -> k = 2; undivided 0.3 -> k = 1
+    assert grow_basis(empty_basis(6), Y, r_bar=0.4, eps=0.9).shape == (6, 2)
+    # r_bar = 0.05 < 1 - eps -> eps' < 0: the basis already explains enough, nothing is added
+    assert grow_basis(empty_basis(6), Y, r_bar=0.05, eps=0.9).shape == (6, 0)
+
+
+def test_threshold_rank_edge_cases() -> None:
+    assert threshold_rank(torch.zeros(3), 0.5) == 0  # no energy, no direction
+    s = torch.tensor([3.0, 4.0])  # shares 9/25 = 0.36, 1.0
+    assert threshold_rank(s, 0.36) == 2 and threshold_rank(s, 0.35) == 1
+    assert threshold_rank(s, 1.0) == 2  # never strictly above: every column
+
+
+def test_grow_basis_keeps_a_full_or_ratio_free_basis_and_adds_at_least_one_direction() -> None:
+    full = torch.eye(4)
+    assert torch.equal(grow_basis(full, torch.randn(4, 4), r_bar=1.0, eps=0.99), full)
+    U = random_basis(4, 1)
+    assert torch.equal(grow_basis(U, torch.randn(4, 4), r_bar=0.0, eps=0.99), U)
+    # eps' tiny: the threshold rule picks k = 1 (never 0 once something is to be added)
+    Y = torch.diag(torch.tensor([2.0, 1.0, 0.0, 0.0]))
+    out = grow_basis(empty_basis(4), Y, r_bar=1.0, eps=0.01)
+    assert out.shape == (4, 1)
+    torch.testing.assert_close(out.abs(), torch.tensor([[1.0], [0.0], [0.0], [0.0]]))
+
+
+def test_orthonormal_extend_by_hand_and_at_capacity() -> None:
+    U = torch.tensor([[1.0], [0.0], [0.0]])
+    V = torch.tensor([[2.0, 5.0], [3.0, 0.0], [0.0, 0.0]])  # e_1 is new; the second column is inside span(U)
+    out = orthonormal_extend(U, V)
+    assert out.shape == (3, 2)
+    torch.testing.assert_close(out[:, 0], U[:, 0])
+    torch.testing.assert_close(out[:, 1].abs(), torch.tensor([0.0, 1.0, 0.0]))
+    assert torch.equal(orthonormal_extend(U, torch.zeros(3, 0)), U)  # nothing offered
+    assert torch.equal(orthonormal_extend(torch.eye(3), torch.randn(3, 2)), torch.eye(3))  # already d columns
+    # never more than d columns, even when V brings more new directions than there is room for
+    assert orthonormal_extend(random_basis(3, 2), torch.randn(3, 3)).shape == (3, 3)
+
+
+def test_residual_and_project_delta_by_hand() -> None:
+    U = torch.tensor([[1.0], [0.0]])
+    A = torch.tensor([[3.0, 1.0], [4.0, 2.0]])
+    torch.testing.assert_close(residual(A, U), torch.tensor([[0.0, 0.0], [4.0, 2.0]]))
+    assert residual(A, None) is A and residual(A, empty_basis(2)) is A
+    delta = torch.tensor([[3.0, 4.0]])
+    torch.testing.assert_close(project_update({"l.weight": delta}, {"l": U})["l.weight"], torch.tensor([[0.0, 4.0]]))
+    # layers without a basis, and non-weight entries, pass through untouched
+    same = project_update({"m.weight": delta, "l.bias": delta, "l.weight": delta}, {"l": empty_basis(2)})
+    assert same["m.weight"] is delta and same["l.bias"] is delta and same["l.weight"] is delta
+
+
+def test_sketch_by_hand_with_the_generators_omega() -> None:
+    R = torch.tensor([[1.0, 2.0, 0.0], [0.0, 1.0, 1.0]])
+    omega = torch.randn(3, 2, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(sketch(R, 2, torch.Generator().manual_seed(7)), R @ omega)
+    # blocks of 2 columns: omega is drawn block by block, the sum of the block products is R Omega
+    g = torch.Generator().manual_seed(7)
+    o1, o2 = torch.randn(2, 2, generator=g), torch.randn(1, 2, generator=g)
+    torch.testing.assert_close(sketch(R, 2, torch.Generator().manual_seed(7), block=2), R[:, :2] @ o1 + R[:, 2:] @ o2)
+
+
+def test_layer_inputs_batches_subsample_and_restore_training_mode() -> None:
+    # Prepare: a linear layer's input matrix is x^T (samples as columns), whatever the batch size
+    model = MLP((4,), 3, hidden=[5])
+    model.train()
+    x = torch.randn(7, 4, generator=torch.Generator().manual_seed(0))
+    layers = projectable_layers(model)
+    # Execute
+    A = layer_inputs(model, layers, x, batch_size=3)
+    # Assert
+    torch.testing.assert_close(A["body.1"], x.T)
+    assert A["head.heads.0"].shape == (5, 7) and model.training
+    # at most max_columns columns, a seeded sorted subset of the original ones
+    sub = layer_inputs(model, layers, x, max_columns=4, generator=torch.Generator().manual_seed(1))["body.1"]
+    assert sub.shape == (4, 4)
+    cols = [int((x.T == sub[:, j : j + 1]).all(dim=0).nonzero()[0, 0]) for j in range(4)]
+    assert cols == sorted(cols) and len(set(cols)) == 4
+    model.eval()
+    layer_inputs(model, layers, x)
+    assert not model.training
+
+
+def test_layer_inputs_of_a_multi_head_model_run_the_tasks_head() -> None:
+    model = MLP((4,), 4, hidden=[5], num_heads=2)
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda _m, args: seen.append(int(args[1])))
+    layer_inputs(model, projectable_layers(model), torch.randn(3, 4), task_id=1)
+    layer_inputs(model, projectable_layers(model), torch.randn(3, 4))
+    assert seen == [1, 0]
+
+
+def test_unfold_rejects_string_padding_and_projectable_layers_keep_a_single_head() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="string padding"):
+        unfold_input(nn.Conv2d(1, 1, 3, padding="same"), torch.randn(1, 1, 5, 5))
+    assert weight_view(torch.zeros(4, 2, 3, 3)).shape == (4, 18)
+
+
+def test_project_gradients_skips_layers_without_basis_or_gradient() -> None:
+    model = MLP((6,), 3, hidden=[5])
+    model(torch.randn(4, 6)).sum().backward()
+    head = model.get_submodule("head.heads.0")
+    assert isinstance(head, nn.Linear) and head.weight.grad is not None
+    before = head.weight.grad.clone()
+    project_gradients(model, {"body.1": random_basis(6, 2)})
+    assert torch.equal(head.weight.grad, before)  # no basis: untouched
+    model.zero_grad(set_to_none=True)
+    project_gradients(model, {"body.1": random_basis(6, 2)})  # no gradient: nothing to do, no error
+
+
+def test_a_model_with_a_plain_head_projects_it() -> None:
+    class Plain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Linear(3, 4)
+            self.head = nn.Linear(4, 2)  # no num_heads attribute: a single shared head
+
+    assert set(projectable_layers(Plain())) == {"body", "head"}
+
+
+def test_im2col_with_dilation_matches_conv2d() -> None:
+    conv = nn.Conv2d(2, 3, 3, padding=2, dilation=2, bias=False)
+    x = torch.randn(1, 2, 7, 7)
+    out = weight_view(conv.weight) @ unfold_input(conv, x)
+    ref = F.conv2d(x, conv.weight, padding=2, dilation=2)
+    np.testing.assert_allclose(out.reshape(ref.shape).detach().numpy(), ref.detach().numpy(), atol=1e-5)
+
+
+def test_bases_and_sketches_are_float32_whatever_the_default_dtype() -> None:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert empty_basis(3).dtype == torch.float32
+        R = torch.ones(2, 3, dtype=torch.float32)
+        assert sketch(R, 2, torch.Generator().manual_seed(0)).dtype == torch.float32
+    finally:
+        torch.set_default_dtype(previous)
+    assert as_numpy_bases({"l": torch.eye(2, dtype=torch.float64)})["l"].dtype == np.float32
+
+
+def test_sketch_default_block_is_8192_columns() -> None:
+    R = torch.randn(2, 8193, generator=torch.Generator().manual_seed(0))
+    want = sketch(R, 1, torch.Generator().manual_seed(1), block=8192)
+    assert torch.equal(sketch(R, 1, torch.Generator().manual_seed(1)), want)
+
+
+def test_threshold_rank_with_small_total_energy() -> None:
+    assert threshold_rank(torch.tensor([0.6, 0.3]), 0.5) == 1  # total energy 0.45 < 1 still counts
+
+
+def test_orthonormal_extend_tolerance_is_relative_to_the_largest_new_direction() -> None:
+    big = torch.tensor([[1000.0, 0.0], [0.0, 1e-3], [0.0, 0.0]])
+    assert orthonormal_extend(empty_basis(3), big).shape == (3, 1)  # 1e-3 < 1e-5 * 1000: dropped
+    small = torch.tensor([[1.0, 0.0], [0.0, 1.5e-5], [0.0, 0.0]])
+    assert orthonormal_extend(empty_basis(3), small).shape == (3, 2)  # 1.5e-5 > 1e-5 * max(1, 1): kept
+
+
+def test_grow_basis_adds_nothing_when_eps_prime_is_exactly_zero() -> None:
+    # r_bar = 1 - eps = 0.5 -> eps' = 0: the basis already explains the threshold
+    assert grow_basis(empty_basis(3), torch.eye(3), r_bar=0.5, eps=0.5).shape == (3, 0)
+
+
+def test_projection_keeps_the_updates_dtype_and_skips_non_weight_entries() -> None:
+    U = torch.tensor([[1.0], [0.0]])
+    delta = torch.tensor([[3.0, 4.0]], dtype=torch.float64)
+    out = project_delta(delta, U)
+    assert out.dtype == torch.float64 and out.tolist() == [[0.0, 4.0]]
+    same = project_update({"fc.bias_v": torch.tensor([[3.0, 4.0]])}, {"fc": U})  # not a ".weight" entry
+    assert same["fc.bias_v"].tolist() == [[3.0, 4.0]]

@@ -10,17 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from fedcl import config
 from fedcl.config import compose
 from simulations.run import run
 from tests.fedcl.data.formats import write_cifar, write_five_datasets, write_mini_imagenet_npy
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.slow,
-    pytest.mark.skipif("cifar100" not in config.DATASETS,
-                       reason="fedcl.config must accept the benchmark data sets (issue 22: validator entries)"),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SMALL = ["federation.num_clients=2", "federation.clients_per_round=null", "federation.rounds_per_task=2",
          "stream.num_tasks=2", "eval.subset_size=20", "strategy.sketch_factor=1", "strategy.gpse_max_samples=40",

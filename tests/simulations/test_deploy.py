@@ -9,13 +9,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flwr.app import Context, RecordDict
 
-from fedcl.client_app import apply_node_config
+from fedcl.config import compose
 from fedcl.errors import DataError
+from fedcl.nodes import apply_node_config
 from simulations.deploy.cli import remote_commands, start_local
 from simulations.deploy.deployment import (
     DEFAULT_CONNECTION,
@@ -76,19 +76,19 @@ def _context(node_config: dict[str, str | int]) -> Context:
 
 
 def test_apply_node_config_overrides_data_dir_without_touching_the_shared_config() -> None:
-    cfg: dict[str, Any] = {"stream": {"data_dir": "/server"}, "federation": {"num_clients": 2}}
+    cfg = compose(["stream.data_dir=/server", "federation.num_clients=2"])
     out = apply_node_config(cfg, _context({"partition-id": 1, "data-dir": "/node"}), client_id=0)
-    assert out["stream"]["data_dir"] == "/node" and cfg["stream"]["data_dir"] == "/server"
+    assert out.stream.data_dir == "/node" and cfg.stream.data_dir == "/server"
 
 
 def test_bind_partition_node_refuses_other_clients() -> None:
-    cfg: dict[str, Any] = {"stream": {}, "federation": {"num_clients": 2}}
+    cfg = compose(synthetic_overrides("federation.num_clients=2"))
     ctx = _context({"partition-id": 1, "num-partitions": 2, "bind-partition": "true"})
     assert apply_node_config(cfg, ctx, client_id=1) is cfg
     with pytest.raises(DataError, match="partition 1"):
         apply_node_config(cfg, ctx, client_id=0)
     with pytest.raises(DataError, match="num-partitions"):
-        apply_node_config({"stream": {}, "federation": {"num_clients": 3}}, ctx, client_id=1)
+        apply_node_config(compose(synthetic_overrides("federation.num_clients=3")), ctx, client_id=1)
 
 
 # ---- a real deployment on loopback ---------------------------------------------------------------
@@ -154,12 +154,6 @@ def deployment(tmp_path: Path) -> Iterator[tuple[Layout, dict[str, str], list[in
         assert not left, f"processes left running: {left}"
 
 
-def _strategy() -> str:
-    """FOT when its modules exist (another work stream builds them), else FedAvg."""
-    fot = ("strategies/fot.py", "fedcl/fot_server.py", "fedcl/fot_client.py")
-    return "fot" if all((PROJECT_ROOT / p).exists() for p in fot) else "fedavg"
-
-
 @pytest.mark.e2e
 @pytest.mark.slow  # ~2 min: 2 deployment rounds + GPSE queries, a process per message
 @pytest.mark.timeout(600)
@@ -173,7 +167,7 @@ def test_tls_deployment_runs_two_rounds_and_refuses_unregistered_node(
                                   key=rogue, max_retries=1)
     rogue_pid = spawn(layout, "supernode-rogue", rogue_cmd, env)
     run_dir = tmp_path / "run"
-    strategy = _strategy()
+    strategy = "fot"
     overrides = " ".join(synthetic_overrides(
         f"strategy={strategy}", "federation.num_clients=2", "federation.rounds_per_task=1", "stream.num_tasks=2",
         "quiet=true", "federation.state_store=context", "federation.node_mapping=partition",

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 def test_fedcurv_round_trips_fisher_sums_and_logs_state_bytes(tmp_path: Path) -> None:
     # Prepare: 3 synthetic clients, 2 tasks x 2 rounds
-    cfg = compose(synthetic_overrides("method=fedcurv", "method.params.fisher_samples=16", "quiet=true",
+    cfg = compose(synthetic_overrides("method=fedcurv", "method.fedcurv.fisher_samples=16", "quiet=true",
                                       "output.plots=false"))
     # Execute
     summary = run(cfg, tmp_path / "run")

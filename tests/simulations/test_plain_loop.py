@@ -6,23 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from fedcl.config import compose, validate
-from simulations.benchmarks.inprocess_grid import InProcessGrid
+from fedcl.config import compose
 from simulations.benchmarks.plain_loop import plain_federation
+from simulations.run import run
 from tests.conftest import synthetic_overrides
 
 
 @pytest.mark.parametrize("extra", [[], ["federation.num_clients=4", "federation.clients_per_round=2"]])
 def test_plain_loop_matches_the_server_app_round_loop(tmp_path: Path, extra: list[str]) -> None:
     # Prepare
-    from strategies.server_app import run_federation
-
-    overrides = synthetic_overrides("quiet=true", "output.plots=false", "checkpoint.enabled=false", *extra)
-    cfg = validate(compose(overrides))
-    cfg["output"]["dir"] = str(tmp_path)
+    overrides = synthetic_overrides("quiet=true", "output.plots=false", "checkpoint.enabled=false",
+                                    "backend=inprocess", "backend.num_supernodes=2", *extra)
     # Execute
-    plain = plain_federation(validate(compose(overrides)))
-    flower = run_federation(InProcessGrid(num_nodes=2), cfg, tmp_path)
+    plain = plain_federation(compose(overrides))
+    flower = run(compose(overrides), tmp_path)
     # Assert: same client training, averaging and evaluation -> the same numbers
     assert plain["accuracy_matrix"] == flower["accuracy_matrix"]
     for key in ("acc", "forgetting", "bwt", "min_acc", "wc_acc"):

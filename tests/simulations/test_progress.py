@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from simulations.launch import _is_noise
-from simulations.progress import FlowerNoiseFilter, RoundClock, format_duration, quiet_flower_logs
+from strategies.server.progress import FlowerNoiseFilter, RoundClock, format_duration, quiet_flower_logs
 
 
 def test_format_duration() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
@@ -88,80 +87,6 @@ def test_report_of_an_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match="no summary.json"):
         report(tmp_path)
-
-
-def test_round_scalars_and_tensorboard_events(tmp_path: Path) -> None:
-    from simulations.loggers import RoundLoggers, round_scalars
-
-    row = {"round": 3, "acc_per_task": {"0": 0.9, "1": 0.5}, "loss_per_task": {"0": 0.3}, "mean_acc_seen": 0.7,
-           "train_loss": 0.4, "bytes_up": 10, "bytes_down": 20, "epsilon": 1.5, "failures": 0}
-    s = round_scalars(row, 0.1)
-    assert s["acc/task_1"] == 0.5 and s["privacy/epsilon"] == 1.5 and s["forgetting/so_far"] == 0.1
-    pytest.importorskip("tensorboard")
-    loggers = RoundLoggers({"logging": {"tensorboard": True}}, tmp_path)
-    loggers.log(row, 0.1)
-    loggers.close()
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    # read the events back: the scalars are there, at the round as step
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(tmp_path / "tensorboard"))
-    events.Reload()
-    (acc1,) = events.Scalars("acc/task_1")
-    assert acc1.step == 3 and acc1.value == pytest.approx(0.5)
-    assert events.Scalars("privacy/epsilon")[0].value == pytest.approx(1.5)
-
-
-class _FakeTracker:
-    """Stands in for the ``wandb`` / ``mlflow`` modules: records every call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple, dict]] = []
-
-    def __getattr__(self, name: str):  # noqa: ANN204
-        def record(*args: object, **kwargs: object) -> _FakeTracker:
-            self.calls.append((name, args, kwargs))
-            return self
-
-        return record
-
-
-@pytest.mark.parametrize("tracker", ["wandb", "mlflow"])
-def test_wandb_and_mlflow_get_one_log_call_per_round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      tracker: str) -> None:
-    from simulations.loggers import RoundLoggers
-
-    # Prepare: a fake module where the real one would be imported
-    fake = _FakeTracker()
-    monkeypatch.setitem(sys.modules, tracker, fake)
-    cfg = {"logging": {tracker: True, "project": "proj"}, "seed": 3, "strategy": {"name": "fot"}}
-    # Execute: two rounds, then close
-    loggers = RoundLoggers(cfg, tmp_path)
-    for rnd in (1, 2):
-        loggers.log({"round": rnd, "acc_per_task": {"0": 0.5 + rnd / 10}, "train_loss": 1.0}, None)
-    loggers.close()
-    # Assert: the run opened with the project and config, logged both rounds at their step, and closed
-    names = [c[0] for c in fake.calls]
-    logs = [c for c in fake.calls if c[0] in ("log", "log_metrics")]
-    assert [c[2]["step"] for c in logs] == [1, 2] and logs[1][1][0]["acc/task_0"] == pytest.approx(0.7)
-    if tracker == "wandb":
-        init = next(c for c in fake.calls if c[0] == "init")
-        assert init[2]["project"] == "proj" and init[2]["config"]["seed"] == 3 and names[-1] == "finish"
-    else:
-        assert ("set_experiment", ("proj",), {}) in fake.calls and names[-1] == "end_run"
-        params = next(c for c in fake.calls if c[0] == "log_params")[1][0]
-        assert params["strategy.name"] == "fot"
-
-
-@pytest.mark.parametrize("tracker", ["wandb", "mlflow"])
-def test_enabled_tracker_that_is_not_installed_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                  tracker: str) -> None:
-    from fedcl.errors import ConfigError
-    from simulations.loggers import RoundLoggers
-
-    monkeypatch.setitem(sys.modules, tracker, None)  # import fails as if not installed
-    with pytest.raises(ConfigError, match=f"logging.{tracker}"):
-        RoundLoggers({"logging": {tracker: True}}, tmp_path)
 
 
 def test_labels_leave_out_keys_implied_by_the_group_option_but_keep_swept_ones() -> None:

@@ -61,17 +61,19 @@ def test_flwr_run_composes_experiment_and_overrides(tmp_path: Path) -> None:
     # Prepare: the `flwr run . -c` path (the ServerApp composes the config itself)
     link = superlink(flower_env())
     run_dir = tmp_path / "flwr"
-    overrides = " ".join(synthetic_overrides("quiet=true", "seed=3"))
-    # Execute
+    overrides = " ".join(o for o in synthetic_overrides("quiet=true") if not o.startswith("federation.num_clients"))
+    # Execute: common keys directly in --run-config (hyphens for underscores), the rest as Hydra overrides
     proc = subprocess.run(
         ["flwr", "run", str(PROJECT_ROOT), CONNECTION, "--stream", "--federation-config", "num-supernodes=3",
-         "--run-config", f"overrides='{overrides}' run-dir='{run_dir}'"],
+         "--run-config", f"seed=3 method='[er,ewc]' federation.num-clients=3 overrides='{overrides}' "
+                         f"run-dir='{run_dir}'"],
         env=link.env, cwd=PROJECT_ROOT, timeout=600, capture_output=True, text=True,
     )
     # Assert
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["config"]["seed"] == 3 and summary["config"]["stream"]["dataset"] == "synthetic"
+    assert list(summary["config"]["method"]) == ["er", "ewc"] and summary["config"]["federation"]["num_clients"] == 3
 
 
 def test_bad_group_option_fails_fast_with_one_clear_line() -> None:

@@ -18,7 +18,7 @@ def test_fed_eraser_serves_class_and_client_requests_in_a_flower_run(tmp_path: P
     # Prepare: FedEraser needs the clients' individual updates (train replies carry their client id)
     # and individual calibration replies: the whole message path of unlearning through Flower
     cfg = compose(synthetic_overrides(
-        "quiet=true", "unlearning=fed_eraser", "unlearning.params.interval=1",
+        "quiet=true", "unlearning=fed_eraser", "unlearning.interval=1",
         "unlearning.requests=[{round:2,kind:class,target:0},{round:3,kind:client,target:1}]",
     ))
     # Execute

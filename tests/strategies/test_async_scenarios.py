@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from fedcl.config import compose
-from simulations.benchmarks.inprocess_grid import InProcessGrid
-from strategies.server_app import run_federation
+from simulations.inprocess import InProcessGrid
+from strategies.server.loop import run_federation
 from tests.conftest import synthetic_overrides
 
 SCHEDULES = {
@@ -31,9 +31,8 @@ def test_schedule_and_scenario_combine(tmp_path: Path, scenario: str, schedule: 
     # Prepare: 3 clients, 2 tasks x 2 rounds (reoccurrence: 4 task visits), synthetic data
     cfg = compose(synthetic_overrides("quiet=true", "output.plots=false", "checkpoint.enabled=false",
                                       f"stream.scenario={scenario}", *SCHEDULES[schedule]))
-    cfg["output"]["dir"] = str(tmp_path)
     # Execute
-    summary = run_federation(InProcessGrid(3), cfg, tmp_path)  # type: ignore[arg-type]
+    summary = run_federation(InProcessGrid(3), cfg, tmp_path)
     # Assert: every planned round ran, with the clients the plan names, on the tasks begun so far
     plan = np.asarray(json.loads((tmp_path / "schedule.json").read_text())["plan"])
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]

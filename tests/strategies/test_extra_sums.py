@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 
-from fedcl import keys
+from fedcl import sums
 from strategies.extra_sums import ExtraSums
-from tests.strategies.test_fedavg import FakeGrid, make_strategy, reply_to
+from tests.strategies.helpers import FakeGrid, make_strategy
+from tests.strategies.test_fedavg import reply_to
 
-NAME = keys.SUM_PREFIX + "fedcurv"
+NAME = sums.PREFIX + "fedcurv"
 
 
 def _with_sum(reply: Message, u: float, v: float) -> Message:
@@ -38,8 +39,8 @@ def test_sums_of_a_round_reach_every_client_next_round(message_identity: None) -
         rec = m.content[NAME]
         np.testing.assert_allclose(rec["u/w"].numpy(), np.full((2, 2), 1.5))
         np.testing.assert_allclose(rec["v/w"].numpy(), np.full(3, -2.0))
-        meta = m.content[keys.SUMS_META]
-        assert meta[keys.SUMS_ROUND] == 1 and meta[keys.SUMS_CLIENTS] == 2
+        meta = m.content[sums.META]
+        assert meta[sums.META_ROUND] == 1 and meta[sums.META_CLIENTS] == 2
 
 
 def test_sums_survive_a_checkpoint_round_trip(message_identity: None) -> None:
@@ -53,9 +54,9 @@ def test_sums_survive_a_checkpoint_round_trip(message_identity: None) -> None:
     restored.load_state_dict(strategy.state_dict())
     # Assert
     got, want = restored.train_payload(2), strategy.train_payload(2)
-    assert got.keys() == want.keys() == {NAME, keys.SUMS_META}
+    assert got.keys() == want.keys() == {NAME, sums.META}
     np.testing.assert_array_equal(got[NAME]["u/w"].numpy(), want[NAME]["u/w"].numpy())
-    assert got[keys.SUMS_META][keys.SUMS_ROUND] == 1
+    assert got[sums.META][sums.META_ROUND] == 1
 
 
 def test_a_round_without_sum_records_keeps_the_last_sums() -> None:

@@ -6,31 +6,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from fedcl import keys
-from fedcl.config import compose
-from fedcl.data import build_schedule
-from strategies.fedavg import FCLFedAvg
-from tests.conftest import synthetic_overrides
-
-
-class FakeGrid:
-    def __init__(self, nodes: list[int]) -> None:
-        self.nodes = nodes
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.nodes)
-
-
-def make_strategy(*overrides: str) -> FCLFedAvg:
-    cfg = compose(synthetic_overrides(*overrides))
-    schedule = build_schedule(cfg["federation"], cfg["stream"]["num_tasks"], cfg["federation"]["num_clients"], 0)
-    fed = cfg["federation"]
-    return FCLFedAvg(
-        schedule=schedule,
-        run_config=cfg,
-        num_clients=fed["num_clients"],
-        clients_per_round=fed["clients_per_round"],
-        proximal_mu=cfg["strategy"]["proximal_mu"],
-    )
+from tests.strategies.helpers import FakeGrid, make_strategy
 
 
 def reply_to(msg: Message, weight: float, n: int, extra: bool = False) -> Message:

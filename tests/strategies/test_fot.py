@@ -9,12 +9,12 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from fedcl import keys
-from fedcl.config import compose
-from fedcl.data import build_schedule
+import fedcl.keys as keys
+from fedcl.errors import RoundError
+from fedcl.fot import protocol as gpse
 from fedcl.subspace import weight_view
 from strategies.fot import FOT
-from tests.conftest import synthetic_overrides
+from tests.strategies.helpers import make_strategy
 
 D_IN, D_OUT = 6, 3
 
@@ -37,19 +37,17 @@ class GPSEGrid:
             A = self.basis @ rng.normal(size=(self.basis.shape[1], 30))
             Y = (A @ rng.normal(size=(30, D_IN))).astype(np.float32)
             content = RecordDict({
-                keys.FOT_SKETCH: ArrayRecord({"fc": Array(Y)}),
-                keys.FOT_STATS: MetricRecord({keys.NUM_EXAMPLES: 30, "fc/ratio-weighted": 30.0}),
+                gpse.SKETCH: ArrayRecord({"fc": Array(Y)}),
+                gpse.STATS: MetricRecord({keys.NUM_EXAMPLES: 30, "fc/ratio-weighted": 30.0}),
             })
             replies.append(Message(content, reply_to=msg))
         return replies
 
 
 def make_fot(*overrides: str) -> FOT:
-    cfg = compose(synthetic_overrides("strategy=fot", *overrides))
-    fed = cfg["federation"]
-    schedule = build_schedule(fed, cfg["stream"]["num_tasks"], fed["num_clients"], 0)
-    params = {k: v for k, v in cfg["strategy"].items() if k not in ("name", "proximal_mu")}
-    return FOT(schedule=schedule, run_config=cfg, num_clients=fed["num_clients"], **params)
+    strategy = make_strategy("strategy=fot", *overrides)
+    assert isinstance(strategy, FOT)
+    return strategy
 
 
 def arrays_of(w: np.ndarray, b: np.ndarray) -> ArrayRecord:
@@ -120,3 +118,163 @@ def test_fot_with_a_robust_aggregator_ignores_a_poisoned_client_and_still_projec
     delta = torch.from_numpy(new["fc.weight"].numpy())
     assert float(delta.abs().max()) < 10.0
     assert torch.linalg.norm(weight_view(delta) @ strategy.fot.bases["fc"]) <= 1e-5 * torch.linalg.norm(delta)
+
+
+def test_round_update_is_fedavgs_outside_the_bases_and_zero_inside_by_hand(message_identity: None) -> None:
+    # Prepare: basis span(e_0, e_1) of the 6 inputs; a non-zero global model W; three clients
+    # with 10, 30 and 20 examples (so FedAvg's average W_bar is a weighted mean)
+    strategy = make_fot()
+    strategy.fot.bases = {"fc": torch.eye(D_IN)[:, :2].contiguous()}
+    W = np.arange(D_OUT * D_IN, dtype=np.float64).reshape(D_OUT, D_IN) / 4.0
+    w0 = arrays_of(W, np.ones(D_OUT))
+    msgs = list(strategy.configure_train(3, w0, ConfigRecord(), GPSEGrid(np.eye(D_IN)[:, :2])))
+    sizes = [10, 30, 20]
+    client_w = [np.full((D_OUT, D_IN), v) for v in (2.0, -1.0, 4.0)]
+    client_b = [np.full(D_OUT, v) for v in (1.0, 3.0, -3.0)]
+    replies = [
+        Message(RecordDict({keys.ARRAYS: arrays_of(w, b), keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: n})}),
+                reply_to=m)
+        for m, w, b, n in zip(msgs, client_w, client_b, sizes, strict=True)
+    ]
+    # Execute
+    new, _ = strategy.aggregate_train(3, replies)
+    # Assert: W_bar = (10 * 2 - 30 * 1 + 20 * 4) / 60 = 7/6 everywhere; the inputs e_0, e_1 keep W,
+    # the other inputs take W_bar exactly; the bias (not projected) is FedAvg's (10 + 90 - 60) / 60
+    assert new is not None
+    got = new["fc.weight"].numpy()
+    np.testing.assert_allclose(got[:, :2], W[:, :2], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got[:, 2:], np.full((D_OUT, D_IN - 2), 7.0 / 6.0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(new["fc.bias"].numpy(), np.full(D_OUT, 40.0 / 60.0), rtol=0, atol=1e-6)
+    assert strategy.projection_seconds > 0.0
+
+
+def test_no_projection_before_the_first_basis(message_identity: None) -> None:
+    # Prepare: task 0, no basis yet
+    strategy = make_fot()
+    w0 = arrays_of(np.ones((D_OUT, D_IN)), np.zeros(D_OUT))
+    msgs = list(strategy.configure_train(1, w0, ConfigRecord(), GPSEGrid(np.eye(D_IN)[:, :2])))
+    replies = [
+        Message(RecordDict({keys.ARRAYS: arrays_of(np.full((D_OUT, D_IN), float(i)), np.zeros(D_OUT)),
+                            keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 10})}), reply_to=m)
+        for i, m in enumerate(msgs)
+    ]
+    # Execute
+    new, _ = strategy.aggregate_train(1, replies)
+    # Assert: FedAvg's mean (0 + 1 + 2) / 3 everywhere, untouched
+    assert new is not None
+    np.testing.assert_allclose(new["fc.weight"].numpy(), np.ones((D_OUT, D_IN)), rtol=0, atol=1e-6)
+    assert strategy.projection_seconds == 0.0
+
+
+class _FailingGrid(GPSEGrid):
+    def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
+        self.sent.extend(messages)
+        return []
+
+
+def test_gpse_query_content_and_traffic_accounting(message_identity: None) -> None:
+    # Prepare: a basis already holds e_0; the clients' inputs live in span(e_0, e_1)
+    strategy = make_fot()
+    strategy.fot.bases = {"fc": torch.eye(D_IN)[:, :1].contiguous()}
+    grid = GPSEGrid(np.eye(D_IN)[:, :2])
+    w0 = arrays_of(np.ones((D_OUT, D_IN)), np.zeros(D_OUT))
+    # Execute
+    strategy.on_task_end(2, 0, w0, grid)
+    # Assert: every client of task 0 is asked with its id, the task, the round, the model and the old bases
+    configs = [m.content[keys.CONFIG] for m in grid.sent]
+    assert sorted(int(c[keys.CLIENT_ID]) for c in configs) == [0, 1, 2]
+    assert all(int(c[keys.TASK_ID]) == 0 and int(c[keys.SERVER_ROUND]) == 2 for c in configs)
+    sent_bases = grid.sent[0].content[gpse.BASES]
+    np.testing.assert_array_equal(sent_bases["fc"].numpy(), np.eye(D_IN, dtype=np.float32)[:, :1])
+    np.testing.assert_array_equal(grid.sent[0].content[keys.ARRAYS]["fc.weight"].numpy(), np.ones((D_OUT, D_IN)))
+    assert strategy.bytes_down == 3 * (w0.count_bytes() + sent_bases.count_bytes())
+    assert strategy.bytes_up == strategy.sketch_bytes > 3 * D_IN * D_IN * 4 and strategy.gpse_seconds > 0
+    # the basis grew by e_1 only (r_bar = 1, e_0 was already there) and eps rose by d_eps
+    U = strategy.fot.bases["fc"]
+    assert U.shape[1] == 2
+    np.testing.assert_allclose((U @ U.T).numpy(), np.diag([1.0, 1.0, 0, 0, 0, 0]), atol=1e-5)
+
+
+def test_gpse_without_any_reply_is_a_round_error(message_identity: None) -> None:
+    strategy = make_fot()
+    advice = "no client gave a sound GPSE reply.*fix the clients and continue with resume=<run folder>$"
+    with pytest.raises(RoundError, match=advice):
+        strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), _FailingGrid(np.eye(D_IN)))
+    assert strategy.fot.bases == {}
+
+
+def test_fot_counters_round_trip(message_identity: None) -> None:
+    strategy = make_fot()
+    strategy.gpse_seconds, strategy.projection_seconds, strategy.sketch_bytes = 1.5, 0.25, 1234
+    state = strategy.state_dict()
+    restored = make_fot()
+    restored.load_state_dict(state)
+    assert (restored.gpse_seconds, restored.projection_seconds, restored.sketch_bytes) == (1.5, 0.25, 1234)
+    assert state["fot"]["eps"] == strategy.fot.eps and state["basis_dims"] == {}
+
+
+class _TimeoutGrid(GPSEGrid):
+    def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
+        self.timeout = timeout
+        return super().send_and_receive(messages, timeout)
+
+
+def test_defaults_of_fot_and_its_options_reach_the_strategy() -> None:
+    from strategies.round_faults import RoundFaults
+
+    # Prepare / Execute
+    bare = make_fot()
+    custom = make_fot("strategy.eps=0.9", "strategy.d_eps=0.01", "strategy.sketch_factor=2",
+                      "strategy.gpse_max_samples=50")
+    # Assert: the YAML's defaults are the paper's; overrides land on the strategy
+    assert (bare.fot.eps, bare.fot.d_eps, bare.fot.bases) == (0.96, 0.0, {})
+    assert (bare.cfg.strategy.sketch_factor, bare.cfg.strategy.gpse_max_samples) == (1, 500)
+    assert (bare.gpse_seconds, bare.projection_seconds, bare.sketch_bytes) == (0.0, 0.0, 0)
+    assert isinstance(bare.gpse_faults, RoundFaults) and bare._round_start is None
+    assert (custom.fot.eps, custom.fot.d_eps) == (0.9, 0.01)
+    assert (custom.cfg.strategy.sketch_factor, custom.cfg.strategy.gpse_max_samples) == (2, 50)
+
+
+def test_counters_accumulate_across_queries_and_rounds(message_identity: None) -> None:
+    # Prepare: counters already holding earlier tasks' totals; the query waits as long as a round
+    strategy = make_fot("federation.round_timeout_s=7.5")
+    strategy.bytes_down, strategy.bytes_up, strategy.sketch_bytes = 1000, 2000, 3000
+    strategy.gpse_seconds, strategy.projection_seconds = 100.0, 200.0
+    grid = _TimeoutGrid(np.eye(D_IN)[:, :2])
+    w0 = arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT))
+    # Execute: a GPSE query, then a projected round
+    strategy.on_task_end(2, 0, w0, grid)
+    sent_bytes = strategy.bytes_up - 2000
+    assert strategy.bytes_down == 1000 + 3 * (w0.count_bytes() + grid.sent[0].content[gpse.BASES].count_bytes())
+    msgs = list(strategy.configure_train(3, w0, ConfigRecord(), grid))
+    replies = [Message(RecordDict({keys.ARRAYS: arrays_of(np.ones((D_OUT, D_IN)), np.zeros(D_OUT)),
+                                   keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 10})}), reply_to=m) for m in msgs]
+    strategy.aggregate_train(3, replies)
+    # Assert
+    assert grid.timeout == 7.5
+    assert strategy.bytes_down > 1000 and sent_bytes > 3 * D_IN * D_IN * 4
+    assert strategy.sketch_bytes == 3000 + sent_bytes
+    assert 100.0 < strategy.gpse_seconds < 160.0 and 200.0 < strategy.projection_seconds < 260.0
+
+
+def test_aggregate_before_any_round_start_leaves_the_average_alone(message_identity: None) -> None:
+    strategy = make_fot()
+    strategy.fot.bases = {"fc": torch.eye(D_IN)[:, :2].contiguous()}
+    arrays = arrays_of(np.ones((D_OUT, D_IN)), np.zeros(D_OUT))
+    assert strategy.aggregate_extras(1, arrays, [], []) is arrays
+
+
+def test_gpse_replies_without_examples_are_refused(message_identity: None) -> None:
+    class NoExamples(GPSEGrid):
+        def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
+            out = []
+            for msg in messages:
+                content = RecordDict({gpse.SKETCH: ArrayRecord({"fc": Array(np.eye(D_IN, dtype=np.float32))}),
+                                      gpse.STATS: MetricRecord({"fc/ratio-weighted": 30.0})})
+                out.append(Message(content, reply_to=msg))
+            return out
+
+    strategy = make_fot()
+    with pytest.raises((ValueError, RoundError)):
+        strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), NoExamples(np.eye(D_IN)))
+    assert strategy.fot.bases == {}

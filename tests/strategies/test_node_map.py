@@ -6,62 +6,40 @@ import json
 from pathlib import Path
 
 import pytest
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Message
 
-from fedcl import client_app
-from fedcl.config import compose
+from fedcl.config import Config, compose
 from fedcl.errors import ConfigError, RoundError
+from simulations.inprocess import InProcessGrid
 from strategies.node_map import NodeMap
-from strategies.server_app import run_federation
+from strategies.server.loop import run_federation
 from tests.conftest import synthetic_overrides
 
 CLIENTS = 4
 
 
-class PartitionedGrid:
+class PartitionedGrid(InProcessGrid):
     """Nodes with shuffled ids, each holding one partition (``bind-partition`` when asked); in process."""
 
     def __init__(self, partition_of: dict[int, int], bind: bool = True, answer_info: bool = True) -> None:
-        from flwr.supercore.task_identity import TaskIdentity
-
-        TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
-        self.contexts = {
-            n: Context(run_id=1, node_id=n, state=RecordDict(), run_config={},
-                       node_config={"partition-id": p, "num-partitions": len(partition_of),
-                                    **({"bind-partition": "true"} if bind else {})})
+        super().__init__(node_configs={
+            n: {"partition-id": p, "num-partitions": len(partition_of), **({"bind-partition": "true"} if bind else {})}
             for n, p in partition_of.items()
-        }
+        })
         self.answer_info = answer_info
         self.sent: list[Message] = []
 
-    def get_node_ids(self) -> list[int]:
-        return list(self.contexts)
-
-    def send_and_receive(self, messages: list[Message], *, timeout: float | None = None) -> list[Message]:
-        replies = []
-        for m in messages:
-            m.metadata.__dict__["_message_id"] = f"m{len(self.sent)}"
-            self.sent.append(m)
-            ctx = self.contexts[m.metadata.dst_node_id]
-            kind = m.metadata.message_type
-            if kind == "train":
-                try:
-                    replies.append(client_app.run_train(m, ctx))
-                except Exception as exc:  # as Flower does: the ClientApp's exception becomes an error reply
-                    from flwr.app import Error
-
-                    replies.append(Message(Error(code=0, reason=str(exc)), reply_to=m))
-            elif kind == "query.node_info" and self.answer_info:
-                replies.append(client_app.node_info(m, ctx))
-        return replies
+    def serve(self, msg: Message) -> Message | None:
+        self.sent.append(msg)
+        if msg.metadata.message_type == "query.node_info" and not self.answer_info:
+            return None
+        return super().serve(msg)
 
 
-def _cfg(tmp_path: Path, mapping: str) -> dict:
-    cfg = compose(synthetic_overrides("quiet=true", f"federation.num_clients={CLIENTS}", "output.plots=false",
-                                      "checkpoint.enabled=false", "federation.round_retries=0",
-                                      f"federation.node_mapping={mapping}"))
-    cfg["output"]["dir"] = str(tmp_path)
-    return cfg
+def _cfg(tmp_path: Path, mapping: str) -> Config:
+    return compose(synthetic_overrides("quiet=true", f"federation.num_clients={CLIENTS}", "output.plots=false",
+                                       "checkpoint.enabled=false", "federation.round_retries=0",
+                                       f"federation.node_mapping={mapping}", f"output.dir={tmp_path}"))
 
 
 # node ids in one order, partitions in the other: modulo sends every client to a foreign partition
@@ -72,7 +50,7 @@ def test_partition_mapping_sends_each_client_to_its_own_partition(tmp_path: Path
     # Prepare: partition-bound nodes (a misrouted client raises on the node)
     grid = PartitionedGrid(REVERSED)
     # Execute
-    summary = run_federation(grid, _cfg(tmp_path, "partition"), tmp_path)  # type: ignore[arg-type]
+    summary = run_federation(grid, _cfg(tmp_path, "partition"), tmp_path)
     # Assert: one node_info query per node, then every train message at the node of its partition
     queries = [m for m in grid.sent if m.metadata.message_type == "query.node_info"]
     assert sorted(m.metadata.dst_node_id for m in queries) == sorted(REVERSED)
@@ -89,7 +67,7 @@ def test_modulo_mapping_misroutes_on_partition_bound_nodes(tmp_path: Path) -> No
     grid = PartitionedGrid(REVERSED)
     # Execute / Assert: every client lands on a foreign partition and the node refuses it
     with pytest.raises(RoundError, match="holds partition"):
-        run_federation(grid, _cfg(tmp_path, "modulo"), tmp_path)  # type: ignore[arg-type]
+        run_federation(grid, _cfg(tmp_path, "modulo"), tmp_path)
     assert not [m for m in grid.sent if m.metadata.message_type == "query.node_info"]
 
 
@@ -100,7 +78,7 @@ def test_missing_partition_stops_with_a_clear_error() -> None:
     nm = NodeMap("partition", num_clients=3, wait_s=15, poll_s=0.0, clock=lambda: float(next(now)))
     # Execute / Assert: the error names the missing partition and the fix
     with pytest.raises(RoundError, match=r"partition\(s\) \[2\].*partition-id=<i> num-partitions=3"):
-        nm.nodes(grid)  # type: ignore[arg-type]
+        nm.nodes(grid)
     # the known nodes were asked once, not at every poll
     assert len([m for m in grid.sent if m.metadata.message_type == "query.node_info"]) == 2
 
@@ -111,7 +89,7 @@ def test_node_without_partition_info_is_not_used() -> None:
     nm = NodeMap("partition", num_clients=1, wait_s=0, poll_s=0.0)
     # Execute / Assert
     with pytest.raises(RoundError, match=r"\[0\]"):
-        nm.nodes(grid)  # type: ignore[arg-type]
+        nm.nodes(grid)
 
 
 def test_modulo_mapping_and_bad_mode() -> None:

@@ -11,7 +11,6 @@ so it runs in seconds; ``tests/simulations/test_resume.py`` kills a real Flower 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +18,12 @@ import pytest
 import torch
 from flwr.app import ConfigRecord, Message
 
-from fedcl import keys
+import fedcl.keys as keys
 from fedcl.checkpoint import latest_checkpoint, load_checkpoint
-from fedcl.config import compose
-from simulations.benchmarks.inprocess_grid import InProcessGrid
-from strategies.server_app import run_federation
+from fedcl.config import Config, compose
+from fedcl.errors import ConfigError
+from simulations.inprocess import InProcessGrid
+from strategies.server.loop import run_federation
 from tests.conftest import synthetic_overrides
 
 OVERRIDES = synthetic_overrides("strategy=fot", "method=er_ewc", "stream.num_tasks=3", "federation.num_clients=3",
@@ -37,38 +37,36 @@ class CrashingGrid(InProcessGrid):
     def __init__(self, num_nodes: int, crash_round: int) -> None:
         super().__init__(num_nodes)
         self.crash_round = crash_round
+        self.served_in_round = 0
 
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        replies = []
-        for i, msg in enumerate(messages):
-            rec = msg.content.get(keys.CONFIG)
-            if (msg.metadata.message_type == "train" and isinstance(rec, ConfigRecord)
-                    and int(rec[keys.SERVER_ROUND]) == self.crash_round and i == 1):  # type: ignore[arg-type]
+    def serve(self, msg: Message) -> Message | None:
+        rec = msg.content.get(keys.CONFIG)
+        if (msg.metadata.message_type == "train" and isinstance(rec, ConfigRecord)
+                and int(rec[keys.SERVER_ROUND]) == self.crash_round):  # type: ignore[arg-type]
+            self.served_in_round += 1
+            if self.served_in_round == 2:
                 raise KeyboardInterrupt("simulated crash in the middle of a round")
-            replies.extend(super().send_and_receive([msg], timeout=timeout))
-        return replies
+        return super().serve(msg)
 
 
-def _cfg(run_dir: Path) -> dict:
-    cfg = compose(OVERRIDES)
-    cfg["output"]["dir"] = str(run_dir)
+def _cfg(run_dir: Path) -> Config:
     run_dir.mkdir(parents=True)
-    return cfg
+    return compose([*OVERRIDES, f"output.dir={run_dir}"])
 
 
 def test_crash_mid_round_then_resume_matches_the_uninterrupted_run(tmp_path: Path) -> None:
     # Prepare: the uninterrupted run (2 rounds per task: checkpoints after rounds 2, 4, 6)
-    ref = run_federation(InProcessGrid(3), _cfg(tmp_path / "ref"), tmp_path / "ref")  # type: ignore[arg-type]
+    ref = run_federation(InProcessGrid(3), _cfg(tmp_path / "ref"), tmp_path / "ref")
     run_dir = tmp_path / "crashed"
     cfg = _cfg(run_dir)
     # Execute 1: crash in round 5 after client 0 trained (its state file is now newer than the checkpoint)
     with pytest.raises(KeyboardInterrupt):
-        run_federation(CrashingGrid(3, crash_round=5), cfg, run_dir)  # type: ignore[arg-type]
+        run_federation(CrashingGrid(3, crash_round=5), cfg, run_dir)
     ckpt = latest_checkpoint(run_dir)
     assert ckpt is not None and ckpt.name.startswith("round-4")
     assert any(d > 0 for d in load_checkpoint(ckpt)["strategy"]["basis_dims"].values())  # 2 GPSE rounds: bases
     # Execute 2: resume in a fresh process state (new grid, new strategy object)
-    resumed = run_federation(InProcessGrid(3), {**cfg, "resume": str(run_dir)}, run_dir)  # type: ignore[arg-type]
+    resumed = run_federation(InProcessGrid(3), cfg.replace(resume=str(run_dir)), run_dir)
     # Assert: the resumed run is the uninterrupted one, metric by metric and basis by basis
     assert resumed["resumed_from_round"] == 4
     for key in EXACT:
@@ -81,3 +79,17 @@ def test_crash_mid_round_then_resume_matches_the_uninterrupted_run(tmp_path: Pat
         assert torch.equal(final["arrays"][k], v), k
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == list(range(1, 7))
+
+
+def test_resuming_a_checkpoint_of_another_strategy_names_the_missing_entry(tmp_path: Path) -> None:
+    # Prepare: a finished FedAvg run (its checkpoints hold no FOT bases)
+    run_dir = tmp_path / "fedavg"
+    run_dir.mkdir()
+    cfg = compose(synthetic_overrides("stream.num_tasks=2", "quiet=true", "output.plots=false",
+                                      f"output.dir={run_dir}"))
+    run_federation(InProcessGrid(cfg.federation.num_clients), cfg, run_dir)
+    fot = compose(synthetic_overrides("strategy=fot", "stream.num_tasks=2", "quiet=true", "output.plots=false",
+                                      f"output.dir={run_dir}", f"resume={run_dir}"))
+    # Execute / Assert: a clear ConfigError that says what to do, not a bare KeyError
+    with pytest.raises(ConfigError, match="lacks the entry 'fot'.*another strategy"):
+        run_federation(InProcessGrid(fot.federation.num_clients), fot, run_dir)

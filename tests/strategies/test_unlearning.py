@@ -17,9 +17,8 @@ import pytest
 import torch
 
 from fedcl.config import compose
-from fedcl.unlearning.client import run_unlearn
-from simulations.benchmarks.inprocess_grid import InProcessGrid
-from strategies.server_app import run_federation
+from simulations.inprocess import InProcessGrid
+from strategies.server.loop import run_federation
 from tests.conftest import synthetic_overrides
 
 REQUEST = "unlearning.requests=[{round:3,kind:class,target:0}]"
@@ -33,7 +32,6 @@ RETAIN_TOLERANCE = {"ssd": 0.05, "ga": 0.20}
 def _run(root: Path, name: str, *overrides: str) -> dict[str, Any]:
     cfg = compose(synthetic_overrides("quiet=true", "output.plots=true", *overrides))
     grid = InProcessGrid(3)
-    grid.handlers["query.unlearn"] = run_unlearn
     run_dir = root / name
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = run_federation(grid, cfg, run_dir)

@@ -17,27 +17,15 @@ from flwr.app import (
 )
 
 from fedcl import keys
-from fedcl.config import compose
-from fedcl.data import build_schedule
 from fedcl.errors import ConfigError, RoundError
-from strategies import build_strategy
+from fedcl.fot import protocol as fot_protocol
 from strategies.fedavg import FCLFedAvg
 from strategies.robust import robust_aggregate
-from strategies.round_runner import send_train_round
-from strategies.validation import ReplyValidator, check_gpse_reply, check_train_reply
-from tests.conftest import synthetic_overrides
-from tests.strategies.test_fedavg import FakeGrid
+from strategies.server.rounds import send_train_round
+from strategies.validation import ReplyValidator, check_train_reply
+from tests.strategies.helpers import FakeGrid, make_strategy
 
 GLOBAL = ArrayRecord({"w": Array(np.zeros((2, 2), dtype=np.float32)), "b": Array(np.zeros(2, dtype=np.float32))})
-
-
-def make_strategy(*overrides: str) -> FCLFedAvg:
-    """The strategy the ServerApp would build (strategy YAML keys such as ``aggregator`` included)."""
-    cfg = compose(synthetic_overrides(*overrides))
-    fed = cfg["federation"]
-    schedule = build_schedule(fed, cfg["stream"]["num_tasks"], fed["num_clients"], 0)
-    strategy: FCLFedAvg = build_strategy(cfg, schedule, None)
-    return strategy
 
 
 def content(w: Any = 1.0, n: Any = 10, shape: tuple[int, ...] = (2, 2), dtype: Any = np.float32,
@@ -156,8 +144,8 @@ def test_unknown_aggregator_is_a_config_error() -> None:
 
 def gpse(sketch_shape: tuple[int, int] = (4, 4), value: float = 1.0) -> RecordDict:
     return RecordDict({
-        keys.FOT_SKETCH: ArrayRecord({"body.1": Array(np.full(sketch_shape, value, dtype=np.float32))}),
-        keys.FOT_STATS: MetricRecord({keys.NUM_EXAMPLES: 10.0, "body.1/ratio-weighted": 5.0}),
+        fot_protocol.SKETCH: ArrayRecord({"body.1": Array(np.full(sketch_shape, value, dtype=np.float32))}),
+        fot_protocol.STATS: MetricRecord({keys.NUM_EXAMPLES: 10.0, "body.1/ratio-weighted": 5.0}),
     })
 
 
@@ -166,10 +154,10 @@ def test_gpse_replies_nan_and_odd_shapes_rejected(message_identity: None) -> Non
     msgs = sent_messages(strategy)
     replies = [reply(msgs[0], gpse()), reply(msgs[1], gpse(value=np.nan)), reply(msgs[2], gpse()),
                reply(msgs[3], gpse((5, 4)))]
-    good, faults = ReplyValidator().split_gpse(msgs, replies)
+    good, faults = make_strategy("strategy=fot", "federation.num_clients=4")._split_gpse(msgs, replies)
     assert len(good) == 2 and sorted(faults.accepted) == [0, 2]
     assert sorted(faults.rejected) == [1, 3]
-    assert check_gpse_reply(RecordDict({})) is not None
+    assert fot_protocol.check_reply(RecordDict({}), ReplyValidator().count_reason) is not None
 
 
 class ScriptedGrid(FakeGrid):
@@ -193,7 +181,7 @@ def test_round_below_min_replies_is_retried_then_succeeds(message_identity: None
     strategy = make_strategy("federation.min_replies=2")
     grid = ScriptedGrid([1, 2, 3], [error_reply, lambda m: reply(m, content(1.0))])
     # Execute
-    msgs, replies, attempts = send_train_round(strategy, grid, 1, GLOBAL, strategy.run_config)
+    msgs, replies, attempts = send_train_round(strategy, grid, 1, GLOBAL, strategy.cfg.federation)
     # Assert
     assert attempts == 2 and grid.attempts_seen == [[0, 0, 0], [1, 1, 1]]
     arrays, _ = strategy.aggregate_train(1, replies)
@@ -206,6 +194,6 @@ def test_round_failing_every_try_stops_with_round_error(message_identity: None) 
     grid = ScriptedGrid([1, 2, 3], [lambda m: reply(m, content(np.nan)) if m.content[keys.CONFIG][
         keys.CLIENT_ID] == 0 else None] * 3)
     with pytest.raises(RoundError, match="min_replies=2") as info:
-        send_train_round(strategy, grid, 1, GLOBAL, strategy.run_config)
+        send_train_round(strategy, grid, 1, GLOBAL, strategy.cfg.federation)
     assert len(grid.attempts_seen) == 3
     assert "NaN" in str(info.value) and "no reply" in str(info.value)

@@ -1,11 +1,13 @@
-"""Per-client schedules: each client walks its own task sequence, from its own offset.
+"""Client schedules: which task each client trains at each server round.
 
-The synchronous :class:`~fedcl.data.schedule.Schedule` moves every client to the next
-task at the same round. :class:`ClientSchedule` is the common engine of the
-asynchronous scenarios: every client ``c`` has a *task sequence* (which tasks, in
-which order; a task may come back) and an *offset*; it trains the ``k``-th entry of
-its sequence in rounds ``offset_c + k*R + 1 .. offset_c + (k+1)*R``. On top of that
-plan two participation filters apply to every scenario:
+Every query the server and clients make (``task_at``, ``task_round``,
+``is_last_round_of_task``, ``seen_tasks``, ``task_end_round``) is derived from one
+clients x rounds *plan* (task id per round, -1 = idle). :class:`Schedule` is the
+synchronous schedule (every client trains task ``t`` in rounds ``t*R+1 .. (t+1)*R``)
+and the engine of the asynchronous scenarios: every client ``c`` has a *task
+sequence* (which tasks, in which order; a task may come back) and an *offset*; it
+trains the ``k``-th entry of its sequence in rounds ``offset_c + k*R + 1 ..
+offset_c + (k+1)*R``. Two participation filters apply to every schedule:
 
 * availability: client ``c`` trains only in rounds ``join_c .. leave_c`` (late
   joiners skip what passed before they joined; early leavers drop the rest);
@@ -15,8 +17,8 @@ plan two participation filters apply to every scenario:
 
 A client that is not sampled is idle that round, so ``task_round`` counts rounds the
 client really trained and ``is_last_round_of_task`` is its last trained round of the
-task. Subclasses override :meth:`sequence` and/or :meth:`offset` only; everything is
-a function of the seed.
+task. Subclasses (one file each) override :meth:`Schedule.sequence` and/or
+:meth:`Schedule.offset` only; everything is a function of the seed.
 """
 
 from __future__ import annotations
@@ -27,16 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from fedcl.data.schedule import Schedule
 from fedcl.errors import ConfigError
-
-# Tags keep the random draws of the schedule independent of each other and of the stream's.
-TAG_OFFSET, TAG_ORDER, TAG_SUBSET, TAG_REOCCUR, TAG_SAMPLE = 11, 12, 13, 14, 15
-
-
-def schedule_rng(seed: int, *parts: int) -> np.random.Generator:
-    """A generator seeded by (seed, parts...): one independent stream per use."""
-    return np.random.default_rng([seed % 2**63, *parts])
+from fedcl.seeding import TAG_SAMPLE, numpy_rng
 
 
 def _client_rounds(spec: Mapping[Any, Any] | None, key: str, num_clients: int) -> dict[int, int]:
@@ -59,14 +53,21 @@ def _client_rounds(spec: Mapping[Any, Any] | None, key: str, num_clients: int) -
     return out
 
 
-class ClientSchedule(Schedule):
-    """Each client trains its own task sequence from its own offset, within its availability window.
+class Schedule:
+    """The synchronous schedule, and the engine every other schedule builds on.
+
+    Each client trains its task sequence (all tasks in order, here) from its offset (0,
+    here), within its availability window, when sampled.
 
     Parameters
     ----------
-    num_tasks, rounds_per_task, num_clients : int
-        As for :class:`~fedcl.data.schedule.Schedule`.
-    seed : int
+    num_tasks : int
+        Number of tasks in the stream (>= 1).
+    rounds_per_task : int
+        Server rounds spent on each entry of a client's sequence (>= 1).
+    num_clients : int, default 1
+        Number of logical clients.
+    seed : int, default 0
         Run seed; every random choice of the schedule derives from it.
     join_rounds : mapping | None, default None
         ``{client: first round it may train}``; others join at round 1.
@@ -84,15 +85,25 @@ class ClientSchedule(Schedule):
         self,
         num_tasks: int,
         rounds_per_task: int,
-        num_clients: int,
-        seed: int,
+        num_clients: int = 1,
+        seed: int = 0,
         *,
         join_rounds: Mapping[Any, Any] | None = None,
         leave_rounds: Mapping[Any, Any] | None = None,
         sample_fraction: float | None = None,
         min_clients: int = 1,
     ) -> None:
-        super().__init__(num_tasks, rounds_per_task, num_clients)
+        if num_tasks < 1:
+            raise ConfigError("stream.num_tasks", num_tasks, "an integer >= 1")
+        if rounds_per_task < 1:
+            raise ConfigError("federation.rounds_per_task", rounds_per_task, "an integer >= 1")
+        if num_clients < 1:
+            raise ConfigError("federation.num_clients", num_clients, "an integer >= 1")
+        self.num_tasks = num_tasks
+        self.rounds_per_task = rounds_per_task
+        self.num_clients = num_clients
+        self._client_cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._global: tuple[np.ndarray, np.ndarray] | None = None
         self.seed = int(seed)
         self.join_rounds = _client_rounds(join_rounds, "join_rounds", num_clients)
         self.leave_rounds = _client_rounds(leave_rounds, "leave_rounds", num_clients)
@@ -140,7 +151,7 @@ class ClientSchedule(Schedule):
                 avail = np.flatnonzero(plans[:, r] >= 0)
                 k = min(len(avail), max(self.min_clients, math.ceil(self.sample_fraction * len(avail))))
                 if k < len(avail):
-                    keep = schedule_rng(self.seed, TAG_SAMPLE, r + 1).choice(avail, size=k, replace=False)
+                    keep = numpy_rng(self.seed, TAG_SAMPLE, r + 1).choice(avail, size=k, replace=False)
                     plans[np.setdiff1d(avail, keep), r] = -1
         missing = [t for t in range(self.num_tasks) if not (plans == t).any()]
         if missing:
@@ -151,14 +162,10 @@ class ClientSchedule(Schedule):
             )
         return plans
 
-    # the plan decides the length of the run (offsets, subsets, long sequences), not num_tasks * R
-    @property  # type: ignore[override]
+    @property
     def total_rounds(self) -> int:
+        """Rounds of the run: the plan decides (offsets, subsets, long sequences), not num_tasks * R."""
         return int(self.plans().shape[1])
-
-    @total_rounds.setter
-    def total_rounds(self, value: int) -> None:
-        pass  # Schedule.__init__ assigns num_tasks * R; the plan overrides it
 
     def plans(self) -> np.ndarray:
         """The whole clients x rounds plan (task id, -1 = idle); computed once."""
@@ -167,11 +174,92 @@ class ClientSchedule(Schedule):
         return self._plans
 
     def plan(self, client_id: int) -> np.ndarray:
+        """Task id of each round (index = round - 1) for one client; -1 = idle."""
         return self.plans()[client_id]
+
+
+    def _tables(self, client_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(task, round within task, last round of task) per round for one client, cached."""
+        if not 0 <= client_id < self.num_clients:
+            raise ConfigError("client_id", client_id, f"a logical client in [0, {self.num_clients - 1}]")
+        if client_id not in self._client_cache:
+            task = np.asarray(self.plan(client_id), dtype=np.int64)
+            if task.shape != (self.total_rounds,):
+                raise ValueError(f"plan({client_id}) has shape {task.shape}, expected ({self.total_rounds},)")
+            # rounds already spent on the same task (cumulative, so a reoccurring task resumes its count)
+            within = np.zeros_like(task)
+            for t in np.unique(task[task >= 0]):
+                on = task == t
+                within[on] = np.arange(int(on.sum()))
+            # last round of a task: the client's next active round trains another task, or there is none
+            last = np.zeros(self.total_rounds, dtype=bool)
+            active = np.flatnonzero(task >= 0)
+            seq = task[active]
+            last[active] = np.append(seq[1:] != seq[:-1], True)
+            self._client_cache[client_id] = (task, within, last)
+        return self._client_cache[client_id]
+
+    def _global_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per task: the first round any client begins it and the last round any client trains it."""
+        if self._global is None:
+            first = np.full(self.num_tasks, np.iinfo(np.int64).max, dtype=np.int64)
+            end = np.zeros(self.num_tasks, dtype=np.int64)
+            rounds = np.arange(1, self.total_rounds + 1)
+            for c in range(self.num_clients):
+                task = self._tables(c)[0]
+                for t in np.unique(task[task >= 0]):
+                    on = rounds[task == t]
+                    first[t] = min(first[t], on[0])
+                    end[t] = max(end[t], on[-1])
+            self._global = (first, end)
+        return self._global
+
+    def _index(self, server_round: int) -> int:
+        if not 1 <= server_round <= self.total_rounds:
+            raise ConfigError("server_round", server_round, f"a 1-based round in [1, {self.total_rounds}]")
+        return server_round - 1
+
+    def task_at(self, server_round: int, client_id: int) -> int | None:
+        """The task a client trains at a 1-based round; None = idle (also past the last round)."""
+        if server_round > self.total_rounds:
+            return None
+        t = int(self._tables(client_id)[0][self._index(server_round)])
+        return None if t < 0 else t
+
+    def _active(self, server_round: int, client_id: int) -> int:
+        i = self._index(server_round)
+        if self._tables(client_id)[0][i] < 0:
+            raise ConfigError("client_id", client_id, f"a client active at round {server_round}")
+        return i
+
+    def task_round(self, server_round: int, client_id: int) -> int:
+        """0-based count of the rounds this client has already trained its current task."""
+        return int(self._tables(client_id)[1][self._active(server_round, client_id)])
+
+    def is_last_round_of_task(self, server_round: int, client_id: int) -> bool:
+        """Whether this client's next active round trains another task (or the run ends)."""
+        return bool(self._tables(client_id)[2][self._active(server_round, client_id)])
+
+    def seen_tasks(self, server_round: int) -> list[int]:
+        """Tasks that any client has begun by this round (inclusive), ascending."""
+        first = self._global_tables()[0]
+        return [int(t) for t in np.flatnonzero(first <= server_round)]
+
+    def global_task(self, server_round: int) -> int:
+        """The newest task any client has begun by this round (0 before any client starts)."""
+        seen = self.seen_tasks(server_round)
+        return max(seen) if seen else 0
+
+    def task_end_round(self, task_id: int) -> int:
+        """The round in which the last client trains ``task_id`` (after it, the task is over for all)."""
+        if not 0 <= task_id < self.num_tasks:
+            raise ConfigError("task_id", task_id, f"an integer in [0, {self.num_tasks - 1}]")
+        end = int(self._global_tables()[1][task_id])
+        if end == 0:
+            raise ConfigError("task_id", task_id, "a task that some client trains in this schedule")
+        return end
 
 
 def plan_matrix(schedule: Schedule) -> np.ndarray:
     """clients x rounds task ids (-1 idle) of any schedule (the synchronous one included)."""
-    if isinstance(schedule, ClientSchedule):
-        return schedule.plans()
-    return np.stack([schedule.plan(c) for c in range(schedule.num_clients)])
+    return schedule.plans()

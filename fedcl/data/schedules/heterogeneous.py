@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from fedcl.data.schedules.base import TAG_ORDER, TAG_SUBSET, schedule_rng
 from fedcl.data.schedules.offsets import OffsetSchedule
 from fedcl.errors import ConfigError
+from fedcl.seeding import TAG_ORDER, TAG_SUBSET, numpy_rng
 
 ORDERS = ("same", "shuffled")
 
@@ -29,13 +29,15 @@ class HeterogeneousSchedule(OffsetSchedule):
     Parameters
     ----------
     num_tasks, rounds_per_task, num_clients, seed : int
-        As for :class:`ClientSchedule`.
+        As for :class:`~fedcl.data.schedules.base.Schedule`.
     order : str, default "shuffled"
         ``shuffled`` (per-client permutation) or ``same``.
     task_fraction_per_client : float, default 1.0
         Fraction of the tasks each client trains, in (0, 1].
     orders : sequence of sequences | None, default None
         Explicit per-client task lists (overrides ``order`` and the fraction).
+    max_offset : int, default 0
+        Per-client offsets drawn in ``[0, max_offset]`` (none by default).
     **kwargs
         Offsets, availability and sampling options.
     """
@@ -52,9 +54,10 @@ class HeterogeneousSchedule(OffsetSchedule):
         order: str = "shuffled",
         task_fraction_per_client: float = 1.0,
         orders: Sequence[Sequence[int]] | None = None,
+        max_offset: int = 0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(num_tasks, rounds_per_task, num_clients, seed, **kwargs)
+        super().__init__(num_tasks, rounds_per_task, num_clients, seed, max_offset=max_offset, **kwargs)
         if orders is not None:
             ok = isinstance(orders, Sequence) and len(orders) == num_clients and all(
                 isinstance(o, Sequence) and len(o) >= 1 and len(set(o)) == len(o)
@@ -76,14 +79,14 @@ class HeterogeneousSchedule(OffsetSchedule):
             raise ConfigError("schedule.task_fraction_per_client", f,
                               f">= {num_tasks / num_clients:.3g}: {num_clients} clients x {k} tasks cannot "
                               f"cover {num_tasks} tasks")
-        subsets = [np.sort(schedule_rng(self.seed, TAG_SUBSET, c).choice(num_tasks, size=k, replace=False))
+        subsets = [np.sort(numpy_rng(self.seed, TAG_SUBSET, c).choice(num_tasks, size=k, replace=False))
                    for c in range(num_clients)]
-        subsets = _cover_all(subsets, num_tasks, schedule_rng(self.seed, TAG_SUBSET, num_clients, 1))
+        subsets = _cover_all(subsets, num_tasks, numpy_rng(self.seed, TAG_SUBSET, num_clients, 1))
         self.orders = []
         for c, sub in enumerate(subsets):
             seq = [int(t) for t in np.sort(sub)]
             if order == "shuffled":
-                seq = [int(t) for t in schedule_rng(self.seed, TAG_ORDER, c).permutation(seq)]
+                seq = [int(t) for t in numpy_rng(self.seed, TAG_ORDER, c).permutation(seq)]
             self.orders.append(seq)
         self.task_fraction_per_client = float(f)
 

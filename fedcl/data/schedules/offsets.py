@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fedcl.data.schedules.base import TAG_OFFSET, ClientSchedule, schedule_rng
+from fedcl.data.schedules.base import Schedule
 from fedcl.errors import ConfigError
+from fedcl.seeding import TAG_OFFSET, numpy_rng
 
 
-class OffsetSchedule(ClientSchedule):
+class OffsetSchedule(Schedule):
     """Clients move through the same task order, each shifted by its own offset.
 
     Real federations do not switch tasks in lockstep: in the same round some
@@ -20,13 +21,13 @@ class OffsetSchedule(ClientSchedule):
     Parameters
     ----------
     num_tasks, rounds_per_task, num_clients, seed : int
-        As for :class:`ClientSchedule`.
+        As for :class:`~fedcl.data.schedules.base.Schedule`.
     offsets : sequence of int | None, default None
         One offset (rounds, >= 0) per client; overrides ``max_offset``.
-    max_offset : int, default 0
+    max_offset : int, default 2
         Offsets drawn uniformly in ``[0, max_offset]`` when ``offsets`` is None.
     **kwargs
-        Availability and sampling options of :class:`ClientSchedule`.
+        Availability and sampling options of :class:`~fedcl.data.schedules.base.Schedule`.
     """
 
     name = "offsets"
@@ -39,7 +40,7 @@ class OffsetSchedule(ClientSchedule):
         seed: int,
         *,
         offsets: Sequence[int] | None = None,
-        max_offset: int = 0,
+        max_offset: int = 2,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_tasks, rounds_per_task, num_clients, seed, **kwargs)
@@ -53,7 +54,7 @@ class OffsetSchedule(ClientSchedule):
         else:
             if isinstance(max_offset, bool) or not isinstance(max_offset, int) or max_offset < 0:
                 raise ConfigError("schedule.max_offset", max_offset, "an integer >= 0 (rounds)")
-            draw = schedule_rng(self.seed, TAG_OFFSET).integers(0, max_offset + 1, size=num_clients)
+            draw = numpy_rng(self.seed, TAG_OFFSET).integers(0, max_offset + 1, size=num_clients)
             self.offsets = [int(o) for o in draw]
 
     def offset(self, client_id: int) -> int:

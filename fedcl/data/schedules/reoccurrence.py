@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from fedcl.data.schedules.base import TAG_REOCCUR, schedule_rng
 from fedcl.data.schedules.offsets import OffsetSchedule
 from fedcl.errors import ConfigError
+from fedcl.seeding import TAG_REOCCUR, numpy_rng
 
 
 class ReoccurrenceSchedule(OffsetSchedule):
@@ -27,7 +27,7 @@ class ReoccurrenceSchedule(OffsetSchedule):
     Parameters
     ----------
     num_tasks, rounds_per_task, num_clients, seed : int
-        As for :class:`ClientSchedule`.
+        As for :class:`~fedcl.data.schedules.base.Schedule`.
     length : int
         Segments in the sequence (>= num_tasks with ``first_pass``).
     weights : sequence of float | None, default None
@@ -36,6 +36,8 @@ class ReoccurrenceSchedule(OffsetSchedule):
         Start with every task once, in order.
     per_client : bool, default False
         One draw per client instead of one shared sequence.
+    max_offset : int, default 0
+        Per-client offsets drawn in ``[0, max_offset]`` (none by default).
     **kwargs
         Offsets, availability and sampling options.
     """
@@ -49,13 +51,14 @@ class ReoccurrenceSchedule(OffsetSchedule):
         num_clients: int,
         seed: int,
         *,
-        length: int = 20,
+        length: int = 12,
         weights: Sequence[float] | None = None,
         first_pass: bool = True,
         per_client: bool = False,
+        max_offset: int = 0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(num_tasks, rounds_per_task, num_clients, seed, **kwargs)
+        super().__init__(num_tasks, rounds_per_task, num_clients, seed, max_offset=max_offset, **kwargs)
         lo = num_tasks if first_pass else 1
         if isinstance(length, bool) or not isinstance(length, int) or length < lo:
             raise ConfigError("schedule.length", length, f"an integer >= {lo} (segments of rounds_per_task rounds)")
@@ -72,7 +75,7 @@ class ReoccurrenceSchedule(OffsetSchedule):
     def _draw(self, client_id: int | None) -> list[int]:
         """One sequence (shared: ``client_id`` None): the first pass (if any), then i.i.d. draws."""
         head = list(range(self.num_tasks)) if self.first_pass else []
-        rng = schedule_rng(self.seed, TAG_REOCCUR) if client_id is None else schedule_rng(
+        rng = numpy_rng(self.seed, TAG_REOCCUR) if client_id is None else numpy_rng(
             self.seed, TAG_REOCCUR, client_id)
         tail = rng.choice(self.num_tasks, size=self.length - len(head), p=self.weights)
         return head + [int(t) for t in tail]

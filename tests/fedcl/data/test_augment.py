@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from fedcl.data.augment import check_augment, crop_flip
-from fedcl.errors import ConfigError
+from fedcl.config.schema import Augment
+from fedcl.data.augment import augment_options, crop_flip
 
 
 def test_crop_matches_padded_window_and_flip() -> None:
@@ -28,28 +27,14 @@ def test_crop_matches_padded_window_and_flip() -> None:
 
 def test_identity_settings_and_grey() -> None:
     x = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4)
-    np.testing.assert_array_equal(crop_flip(x, np.random.default_rng(0)), x)
-    flipped = crop_flip(x, np.random.default_rng(0), hflip=True)
+    np.testing.assert_array_equal(crop_flip(x, np.random.default_rng(0), crop_padding=0, hflip=False), x)
+    flipped = crop_flip(x, np.random.default_rng(0), crop_padding=0, hflip=True)
     assert flipped.shape == (2, 4, 4)
     assert all(np.array_equal(f, g) or np.array_equal(f, g[:, ::-1]) for f, g in zip(flipped, x, strict=True))
 
 
-@pytest.mark.parametrize(
-    ("spec", "scenario", "match"),
-    [
-        ({"crop_padding": -1}, "class_incremental", "crop_padding"),
-        ({"hflip": "yes"}, "class_incremental", "hflip"),
-        ({"rotate": 3}, "class_incremental", "stream.augment"),
-        ({"crop_padding": 4}, "domain_permuted", "domain_permuted"),
-    ],
-)
-def test_config_errors(spec: dict, scenario: str, match: str) -> None:
-    with pytest.raises(ConfigError, match=match):
-        check_augment(spec, scenario, (3, 8, 8))
-
-
 def test_off_values() -> None:
-    assert check_augment(None, "domain_permuted", (1, 28, 28)) is None
-    assert check_augment({"crop_padding": 0, "hflip": False}, "class_incremental", (3, 8, 8)) is None
-    assert check_augment({"crop_padding": 4, "hflip": True}, "task_incremental", (3, 8, 8)) == {
-        "crop_padding": 4, "hflip": True}
+    assert augment_options(None) is None
+    assert augment_options(Augment(crop_padding=0, hflip=False)) is None
+    assert augment_options(Augment(crop_padding=4, hflip=True)) == {"crop_padding": 4, "hflip": True}
+    assert augment_options(Augment(crop_padding=0, hflip=True)) == {"crop_padding": 0, "hflip": True}

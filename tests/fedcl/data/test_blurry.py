@@ -14,7 +14,7 @@ from tests.conftest import synthetic_overrides
 def _stream(blurry: str, seed: int = 0, tasks: int = 3, classes: int = 8) -> object:
     cfg = compose(synthetic_overrides(f"stream.num_tasks={tasks}", f"stream.synthetic.num_classes={classes}",
                                       f"stream.blurry={blurry}", f"seed={seed}"))
-    return build_stream(cfg["stream"], cfg["federation"]["num_clients"], seed)
+    return build_stream(cfg.stream, cfg.federation.num_clients, seed)
 
 
 def test_blurry_proportions_as_configured() -> None:
@@ -49,4 +49,4 @@ def test_blurry_varies_classes_per_task_and_is_seeded() -> None:
 def test_blurry_needs_class_incremental() -> None:
     with pytest.raises(ConfigError, match="stream.blurry"):
         cfg = compose(synthetic_overrides("stream.scenario=domain_permuted", "stream.blurry={blurry_ratio: 0.1}"))
-        build_stream(cfg["stream"], 3, 0)
+        build_stream(cfg.stream, 3, 0)

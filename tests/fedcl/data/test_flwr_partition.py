@@ -7,8 +7,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fedcl.config.schema import FLWR_PARTITIONERS
 from fedcl.data import build_stream, partition_labels
 from fedcl.errors import ConfigError
+from tests.fedcl.data.configs import stream_config
 
 pytest.importorskip("flwr_datasets")
 from fedcl.data.flwr_partition import flwr_partition  # noqa: E402
@@ -26,13 +28,13 @@ def test_iid_parity_sizes_and_randomness() -> None:
     labels = np.repeat(np.arange(4), 25)
     # Execute
     ours = partition_labels(labels, 6, "iid", seed=3)
-    theirs = flwr_partition(labels, 6, {"name": "IidPartitioner"}, seed=3)
+    theirs = flwr_partition(labels, 6, "flwr_iid", None, seed=3)
     # Assert: the same sizes (array_split == contiguous shards), disjoint, all samples; both mix labels
     assert [len(p) for p in ours] == [len(p) for p in theirs] == [17, 17, 17, 17, 16, 16]
     _check_disjoint(ours, 100)
     _check_disjoint(theirs, 100)
     assert all(len(np.unique(labels[p])) >= 3 for p in theirs)
-    again = flwr_partition(labels, 6, {"name": "IidPartitioner"}, seed=3)
+    again = flwr_partition(labels, 6, "flwr_iid", None, seed=3)
     assert all(np.array_equal(a, b) for a, b in zip(theirs, again, strict=True))
 
 
@@ -41,7 +43,7 @@ def test_shards_parity() -> None:
     labels = np.repeat(np.arange(10), 40)
     # Execute
     ours = partition_labels(labels, 10, "shards", shards_per_client=2, seed=0)
-    theirs = flwr_partition(labels, 10, {"name": "ShardPartitioner", "num_shards_per_partition": 2}, seed=0)
+    theirs = flwr_partition(labels, 10, "flwr_shard", {"num_shards_per_partition": 2}, seed=0)
     # Assert: 40 samples and at most 2 classes per client in both; all samples used
     for parts in (ours, theirs):
         _check_disjoint(parts, 400)
@@ -65,8 +67,8 @@ def test_dirichlet_parity_in_distribution(alpha: float) -> None:
     # Execute: 10 seeds x 10 classes = 100 Dirichlet draws each
     ours = [_herfindahl(partition_labels(labels, k, "dirichlet", alpha=alpha, min_samples=0, seed=s), labels)
             for s in range(10)]
-    spec: dict[str, Any] = {"name": "DirichletPartitioner", "alpha": alpha, "min_partition_size": 0}
-    theirs = [_herfindahl(flwr_partition(labels, k, spec, seed=s), labels) for s in range(10)]
+    spec: dict[str, Any] = {"alpha": alpha, "min_partition_size": 0}
+    theirs = [_herfindahl(flwr_partition(labels, k, "flwr_dirichlet", spec, seed=s), labels) for s in range(10)]
     # Assert: both match the Dirichlet's moment (standard error ~0.02 here)
     assert np.mean(ours) == pytest.approx(expected, abs=0.06)
     assert np.mean(theirs) == pytest.approx(expected, abs=0.06)
@@ -75,24 +77,36 @@ def test_dirichlet_parity_in_distribution(alpha: float) -> None:
 
 def test_bad_specs() -> None:
     labels = np.repeat(np.arange(3), 5)
-    with pytest.raises(ConfigError, match="stream.flwr_partitioner"):
-        flwr_partition(labels, 2, None, seed=0)
-    with pytest.raises(ConfigError, match=r"stream.flwr_partitioner.name.*DirichletPartitioner"):
-        flwr_partition(labels, 2, {"name": "NoSuchPartitioner"}, seed=0)
+    with pytest.raises(ConfigError, match=r"\['alpha'\]") as info:
+        flwr_partition(labels, 2, "flwr_dirichlet", None, seed=0)
+    assert info.value.key == "stream.flwr_partitioner"
+    with pytest.raises(ConfigError, match="unknown argument of PathologicalPartitioner") as info:
+        flwr_partition(labels, 2, "flwr_pathological", {"num_classes": 2}, seed=0)
+    assert info.value.key == "stream.flwr_partitioner.num_classes"
     with pytest.raises(ConfigError, match="ShardPartitioner rejected it"):
-        flwr_partition(labels, 20, {"name": "ShardPartitioner", "num_shards_per_partition": 2}, seed=0)
+        flwr_partition(labels, 20, "flwr_shard", {"num_shards_per_partition": 2}, seed=0)
+
+
+def test_every_flwr_partition_name_splits_a_task() -> None:
+    # Prepare: each name with the arguments it needs
+    labels = np.repeat(np.arange(4), 30)
+    needs = {"flwr_dirichlet": {"alpha": 1.0, "min_partition_size": 0}, "flwr_shard": {"num_shards_per_partition": 2},
+             "flwr_pathological": {"num_classes_per_partition": 2}}
+    for name in FLWR_PARTITIONERS:
+        # Execute
+        parts = flwr_partition(labels, 3, name, needs.get(name), seed=1)
+        # Assert: disjoint, within range, three clients
+        assert len(parts) == 3
+        _check_disjoint(parts, 120, all_used=name != "flwr_shard")
 
 
 def test_stream_with_flwr_partition() -> None:
     # Prepare
-    cfg = {"dataset": "synthetic", "data_dir": None, "scenario": "class_incremental", "num_tasks": 2,
-           "class_order": None, "partition": "flwr", "alpha": 0.5, "shards_per_client": 2,
-           "flwr_partitioner": {"name": "DirichletPartitioner", "alpha": 0.5, "min_partition_size": 1},
-           "synthetic": {"num_classes": 4, "image_shape": [1, 4, 4], "train_per_class": 30, "test_per_class": 5,
-                         "noise": 0.5}}
+    cfg = stream_config("synthetic", partition="flwr_dirichlet", flwr_partitioner={"alpha": 0.5,
+                                                                                      "min_partition_size": 1})
     # Execute
     stream = build_stream(cfg, 3, seed=0)
-    again = build_stream({**cfg, "flwr_partitioner": {**cfg["flwr_partitioner"]}}, 3, seed=1)
+    again = build_stream(cfg, 3, seed=1)
     # Assert: every task's train split is shared over the clients, and the run seed moves the split
     for t in range(2):
         parts = [stream.client_indices(t, c) for c in range(3)]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from fedcl.data import Schedule, build_schedule
+from fedcl.data import Schedule, make_schedule
 from fedcl.errors import ConfigError
 
 
 def test_task_at_and_task_round() -> None:
     # Prepare
-    sched = Schedule(num_tasks=3, rounds_per_task=2)
+    sched = Schedule(num_tasks=3, rounds_per_task=2, num_clients=5)
     # Execute
     tasks = [sched.task_at(r, 0) for r in range(1, 8)]
     within = [sched.task_round(r, 4) for r in range(1, 7)]
@@ -22,7 +22,7 @@ def test_task_at_and_task_round() -> None:
 
 def test_last_round_of_task() -> None:
     # Prepare
-    sched = Schedule(num_tasks=2, rounds_per_task=3)
+    sched = Schedule(num_tasks=2, rounds_per_task=3, num_clients=2)
     # Execute
     last = [sched.is_last_round_of_task(r, 1) for r in range(1, 7)]
     # Assert
@@ -31,7 +31,7 @@ def test_last_round_of_task() -> None:
 
 def test_end_rounds_global_and_seen() -> None:
     # Prepare
-    sched = build_schedule({"rounds_per_task": 4}, num_tasks=3, num_clients=5, seed=0)
+    sched = make_schedule({"name": "synchronous"}, num_tasks=3, rounds_per_task=4, num_clients=5, seed=0)
     # Execute
     ends = [sched.task_end_round(t) for t in range(3)]
     # Assert
@@ -48,7 +48,9 @@ def test_bad_inputs() -> None:
         sched.task_round(0, 0)
     with pytest.raises(ConfigError, match="task_id"):
         sched.task_end_round(2)
+    with pytest.raises(ConfigError, match="client_id"):
+        sched.task_at(1, 1)  # one client: client 1 does not exist
     with pytest.raises(ConfigError, match="federation.rounds_per_task"):
-        build_schedule({"rounds_per_task": 0}, 2, 2, 0)
-    with pytest.raises(ConfigError, match="federation.schedule"):
-        build_schedule({"rounds_per_task": 1, "schedule": "blurry"}, 2, 2, 0)
+        make_schedule({"name": "synchronous"}, 2, 0, 2, 0)
+    with pytest.raises(ConfigError, match="schedule.name"):
+        make_schedule({"name": "blurry"}, 2, 1, 2, 0)

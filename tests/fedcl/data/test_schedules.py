@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fedcl.config import compose
-from fedcl.data import Schedule, build_schedule
-from fedcl.data.schedules import ClientSchedule, make_schedule, plan_matrix
+from fedcl.data import Schedule
+from fedcl.data.schedules import make_schedule, plan_matrix
 from fedcl.errors import ConfigError
 
 
@@ -21,10 +21,10 @@ def test_synchronous_group_default_is_the_plain_schedule() -> None:
     # Prepare
     cfg = compose(["federation.num_clients=3"])
     # Execute
-    sched = build_schedule(cfg["federation"], 5, 3, 0, cfg["schedule"])
-    # Assert: same class and plan as before the schedule group existed
+    sched = make_schedule(cfg.schedule, 5, 3, 3, 0)
+    # Assert: the synchronous plan, every client on task t in rounds t*R+1 .. (t+1)*R
     assert type(sched) is Schedule
-    assert np.array_equal(plan_matrix(sched), plan_matrix(Schedule(5, 3, 3)))
+    assert np.array_equal(plan_matrix(sched), np.repeat(np.arange(5), 3)[None, :].repeat(3, axis=0))
 
 
 def test_fixed_offsets_respected() -> None:
@@ -47,7 +47,7 @@ def test_random_offsets_bounded_and_seeded() -> None:
     b = _make("offsets", clients=20, max_offset=4, seed=1)
     c = _make("offsets", clients=20, max_offset=4, seed=2)
     # Assert
-    assert isinstance(a, ClientSchedule) and isinstance(c, ClientSchedule)
+    assert isinstance(a, Schedule) and isinstance(c, Schedule)
     offs = [a.offset(i) for i in range(20)]  # type: ignore[attr-defined]
     assert all(0 <= o <= 4 for o in offs) and len(set(offs)) > 1
     assert np.array_equal(a.plans(), b.plans()) and not np.array_equal(a.plans(), c.plans())

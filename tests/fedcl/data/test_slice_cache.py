@@ -47,7 +47,7 @@ def test_zero_budget_keeps_nothing_and_bad_budget_is_a_config_error() -> None:
 def test_cached_stream_slices_equal_fresh_materialisation() -> None:
     # Prepare
     cfg = compose(synthetic_overrides())
-    stream = build_stream(cfg["stream"], 3, 0)
+    stream = build_stream(cfg.stream, 3, 0)
     # Execute: first call materialises and caches, the second is a hit
     x1, y1 = stream.client_data(1, 2)
     x2, y2 = stream.client_data(1, 2)

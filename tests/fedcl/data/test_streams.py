@@ -9,30 +9,23 @@ import numpy as np
 import pytest
 import torch
 
+from fedcl.config import validate_section
+from fedcl.config.schema import Stream as StreamConfig
 from fedcl.data import build_stream, make_synthetic
 from fedcl.errors import ConfigError
+from tests.fedcl.data.configs import stream_raw
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-def _cfg(**over: Any) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "dataset": "synthetic",
-        "data_dir": None,
-        "scenario": "class_incremental",
-        "num_tasks": 3,
-        "class_order": None,
-        "partition": "dirichlet",
-        "alpha": 0.5,
-        "shards_per_client": 2,
-        "min_samples_per_client": 1,
-        "synthetic": {
-            "num_classes": 6, "image_shape": [1, 4, 4], "train_per_class": 40,
-            "test_per_class": 20, "noise": 0.5,
-        },
-    }
+def _cfg(**over: Any) -> StreamConfig:
+    cfg = stream_raw(
+        "synthetic", num_tasks=3, partition="dirichlet", alpha=0.5,
+        synthetic={"num_classes": 6, "image_shape": [1, 4, 4], "train_per_class": 40, "test_per_class": 20,
+                   "noise": 0.5, "seed": 0},
+    )
     cfg.update(over)
-    return cfg
+    return validate_section(StreamConfig, cfg, "stream")
 
 
 def test_make_synthetic_shapes_and_determinism() -> None:

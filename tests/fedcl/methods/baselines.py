@@ -5,10 +5,14 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+import torch
+
 from fedcl.methods.base import CLMethod
 from fedcl.methods.naive import Naive
-from tests.fedcl.methods.toy import ToyResult, run_two_tasks
-from tests.fedcl.methods.toy_multihead import run_two_tasks_multi_head
+from fedcl.models import MLP
+from tests.fedcl.methods.toy import FedResult, ToyResult, run_federated, run_two_tasks
+from tests.fedcl.methods.toy_multihead import DIM as MH_DIM
+from tests.fedcl.methods.toy_multihead import mh_task, run_two_tasks_multi_head
 
 
 @cache
@@ -33,3 +37,17 @@ def run_capture(cls: type[CLMethod], params: dict[str, Any], seed: int = 0) -> t
 
     result = run_two_tasks(make, seed=seed)
     return result, built[-1]
+
+
+@cache
+def naive_federated(multi_head: bool = False) -> FedResult:
+    """Naive fine-tuning, two clients averaged by FedAvg (``toy.run_federated``), computed once per session."""
+    return run_federated(Naive, **federated_kwargs(multi_head))
+
+
+def federated_kwargs(multi_head: bool) -> dict[str, Any]:
+    """``run_federated`` arguments of the class-incremental (default) or the two-head stream."""
+    if not multi_head:
+        return {}
+    torch.manual_seed(0)
+    return {"model": MLP((MH_DIM,), 4, hidden=[2], num_heads=2), "task_fn": mh_task, "multi_head": True, "lr": 0.1}

@@ -100,16 +100,51 @@ def test_drop_classes_removes_only_those_samples_and_refills() -> None:
 
 def test_methods_purge_forgotten_classes_from_their_buffers_also_when_composed() -> None:
     # Prepare: ER and ER+EWC with labels 0..3 in their buffers
+    from fedcl.methods import Composite
     from fedcl.methods.er import ER
-    from fedcl.methods.er_ewc import ErEwc
+    from fedcl.methods.ewc import EWC
 
-    er, composed = ER(buffer_size=8), ErEwc(buffer_size=8)
+    er, composed = ER(buffer_size=8), Composite({"er": ER(buffer_size=8), "ewc": EWC()})
+    composed_er = composed.parts["er"]
+    assert isinstance(composed_er, ER)
     y = torch.arange(8) % 4
-    for buf in (er.buffer, composed.er.buffer):
+    for buf in (er.buffer, composed_er.buffer):
         buf.add(torch.zeros(8, 2), y, torch.zeros_like(y))
     # Execute
     removed = (er.forget_classes([2]), composed.forget_classes([2]))
     # Assert
     assert removed == (2, 2)
     assert er.buffer.y is not None and 2 not in er.buffer.y.tolist()
-    assert composed.er.buffer.y is not None and 2 not in composed.er.buffer.y.tolist()
+    assert composed_er.buffer.y is not None and 2 not in composed_er.buffer.y.tolist()
+
+
+def test_overflow_follows_algorithm_r_slot_by_slot() -> None:
+    # Prepare: capacity 2, two samples appended in order, then three offered one batch at a time
+    buf = ReservoirBuffer(2)
+    buf.add(torch.zeros(2, 1), torch.tensor([0, 1]), torch.zeros(2, dtype=torch.long))
+    assert buf.y is not None and buf.y.tolist() == [0, 1] and buf.seen == 2
+    g = torch.Generator().manual_seed(3)
+    u = torch.rand(3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    # Execute
+    buf.add(torch.ones(3, 1), torch.tensor([2, 3, 4]), torch.ones(3, dtype=torch.long), generator=g)
+    # Assert: sample k (the (k+1)-th offered) goes to slot floor(u * (k+1)) if that slot exists
+    want = [0, 1]
+    for i, k in enumerate((2, 3, 4)):
+        slot = int(u[i] * (k + 1))
+        if slot < 2:
+            want[slot] = k
+    assert buf.y.tolist() == want and buf.seen == 5
+    assert buf.task_ids is not None and buf.task_ids.tolist() == [0 if v < 2 else 1 for v in want]
+
+
+def test_load_state_truncates_to_the_configured_capacity() -> None:
+    big = ReservoirBuffer(6)
+    _fill(big, 6, seed=0)
+    small = ReservoirBuffer(4)
+    small.load_state_dict(big.state_dict())
+    assert len(small) == 4 and small.seen == 6 and small.y is not None and small.y.tolist() == [0, 1, 2, 3]
+    empty = ReservoirBuffer(4)
+    empty.load_state_dict({"seen": 3, "x": torch.zeros(0, 3), "y": torch.zeros(0, dtype=torch.long),
+                           "task_ids": torch.zeros(0, dtype=torch.long)})
+    assert empty.is_empty and empty.x is None and empty.seen == 3
+    assert ReservoirBuffer(4).state_dict() == {"capacity": 4, "seen": 0}

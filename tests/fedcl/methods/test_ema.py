@@ -81,3 +81,15 @@ def test_ema_state_round_trip() -> None:
     restored.load_state_dict(state)
     assert_state_equal(restored.state_dict(), state)
     assert "1.num_batches_tracked" not in state["ema"]
+
+
+def test_beta_outside_unit_interval_is_an_error_and_no_average_means_no_swap() -> None:
+    for bad in (-0.1, 1.1):
+        with pytest.raises(ValueError, match="beta"):
+            EMA(beta=bad)
+    model = nn.Linear(2, 1)
+    before = model.weight.detach().clone()
+    EMA().after_task(_Ctx(model))  # type: ignore[arg-type]  # nothing averaged yet
+    assert torch.equal(model.weight, before)
+    EMA(beta=0.0)
+    EMA(beta=1.0)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fedcl.methods.base import TaskContext
 from fedcl.methods.ewc import EWC
 from tests.fedcl.methods.baselines import naive_toy, run_capture
 from tests.fedcl.methods.test_ema import assert_state_equal
-from tests.fedcl.methods.toy import make_model
+from tests.fedcl.methods.toy import NUM_CLASSES3, make_ctx, make_model, run_federated, toy_task3
 
 
 def test_penalty_is_half_lambda_fisher_weighted_distance() -> None:
@@ -63,3 +64,60 @@ def test_curvature_cap_keeps_sgd_on_a_stiff_penalty_stable(max_step: float | Non
     end = sum(float(p.detach().abs().sum()) for p in model.parameters())
     # Assert: capped, the weights reach the anchor; uncapped, they blow up
     assert (end < 1e-3 * start) if stable else (end > 1e3 * start)
+
+
+class _Recording(EWC):
+    """EWC that keeps a copy of every task's Fisher estimate (class-level: rebuilt every round)."""
+
+    estimates: list[dict[str, torch.Tensor]] = []
+
+    def estimate_fisher(self, ctx: TaskContext) -> dict[str, torch.Tensor]:
+        new = super().estimate_fisher(ctx)
+        _Recording.estimates.append({k: v.clone() for k, v in new.items()})
+        return new
+
+
+def test_online_fisher_over_three_tasks_keeps_decayed_earlier_importance() -> None:
+    # Prepare / Execute: three class-incremental tasks, gamma = 0.5, one client through the FedAvg driver
+    _Recording.estimates = []
+    result = run_federated(lambda: _Recording(ewc_lambda=10.0, gamma=0.5, fisher_samples=16), num_clients=1,
+                           num_tasks=3, task_fn=toy_task3, num_classes=NUM_CLASSES3, rounds_per_task=1, epochs=1,
+                           n=64)
+    # Assert: F = 0.5 (0.5 F_0 + F_1) + F_2 and w* = the weights at the end of task 2
+    f0, f1, f2 = _Recording.estimates
+    state = result.states[0]
+    for name in f0:
+        torch.testing.assert_close(state["fisher"][name], 0.25 * f0[name] + 0.5 * f1[name] + f2[name])
+        torch.testing.assert_close(state["anchor"][name], result.model.state_dict()[name])
+    assert all(float(f.sum()) > 0 for f in f0.values())
+
+
+def test_fisher_is_the_mean_of_squared_per_sample_gradients() -> None:
+    # Prepare: two samples through a tiny linear model
+    model = torch.nn.Linear(2, 2)
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    y = torch.tensor([0, 1])
+    ctx = make_ctx(model, 0, x, y, task_classes=[0, 1])
+    # Execute
+    fisher = EWC(fisher_samples=10).estimate_fisher(ctx)
+    # Assert: mean_i (d CE_i / d w)^2 computed sample by sample (not the square of the mean gradient)
+    want = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for i in range(2):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
+        for n, p in model.named_parameters():
+            assert p.grad is not None
+            want[n] += p.grad**2 / 2
+    for n in want:
+        torch.testing.assert_close(fisher[n], want[n])
+
+
+def test_curvature_cap_is_max_step_over_lr_lambda() -> None:
+    model = make_model(0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    ctx = make_ctx(model, 0, torch.zeros(1, 16), torch.zeros(1), optimizer=opt)
+    assert EWC(ewc_lambda=4.0, max_penalty_step=1.0).curvature_cap(ctx) == pytest.approx(5.0)
+    assert EWC(ewc_lambda=4.0, max_penalty_step=None).curvature_cap(ctx) is None
+    assert EWC(ewc_lambda=4.0).curvature_cap(make_ctx(model, 0, torch.zeros(1, 16), torch.zeros(1))) is None
+    with pytest.raises(ValueError, match="max_penalty_step"):
+        EWC(max_penalty_step=0.0)

@@ -10,7 +10,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord
 from torch import nn
 
-from fedcl import keys
+from fedcl import sums
 from fedcl.methods.base import TaskContext
 from fedcl.methods.fedcurv import RECORD, FedCurv
 from fedcl.methods.naive import Naive
@@ -18,7 +18,7 @@ from fedcl.trainer import TrainConfig, evaluate, train_local
 from tests.fedcl.methods.test_ema import assert_state_equal
 from tests.fedcl.methods.toy import NUM_CLASSES, make_model, toy_task
 
-NAME = keys.SUM_PREFIX + RECORD
+NAME = sums.PREFIX + RECORD
 
 
 def _ctx(model: nn.Module, task: int, rnd: int, payload: dict[str, Any] | None = None, seed: int = 0) -> TaskContext:
@@ -39,7 +39,7 @@ def _payload(parts: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
         v = sum(f[name] * t[name] for f, t in parts)
         arrays["u/" + name] = Array(u.numpy().astype(np.float32))
         arrays["v/" + name] = Array(v.numpy().astype(np.float32))
-    return {NAME: ArrayRecord(arrays), keys.SUMS_META: ConfigRecord({keys.SUMS_ROUND: sums_round})}
+    return {NAME: ArrayRecord(arrays), sums.META: ConfigRecord({sums.META_ROUND: sums_round})}
 
 
 def _random_client(model: nn.Module, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -114,7 +114,8 @@ def test_after_round_sends_fisher_and_fisher_times_weights() -> None:
 
 
 def _train(method: Any, model: nn.Module, task: int, rnd: int, payload: dict[str, Any] | None = None) -> None:
-    train_local(method, _ctx(model, task, rnd, payload), TrainConfig(lr=0.05, local_epochs=6, batch_size=32))
+    cfg = TrainConfig(lr=0.05, local_epochs=6, batch_size=32, momentum=0.0, weight_decay=0.0, proximal_mu=0.0)
+    train_local(method, _ctx(model, task, rnd, payload), cfg)
 
 
 def test_curvature_of_a_client_on_the_old_task_reduces_forgetting() -> None:
@@ -144,3 +145,21 @@ def test_fedcurv_state_round_trip() -> None:
     restored = FedCurv(fisher_samples=16)
     restored.load_state_dict(method.state_dict())
     assert_state_equal(restored.state_dict(), method.state_dict())
+
+
+def test_uninformative_entries_drop_out_and_missing_meta_keeps_own_part() -> None:
+    # Prepare: the others' Fisher is 0 (or below min_fisher) on half of the entries
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 1.0]]))
+    u = torch.tensor([[4.0, 1e-13]])
+    theta = torch.tensor([[3.0, 5.0]])
+    arrays = ArrayRecord({"u/weight": Array((u).numpy()), "v/weight": Array((u * theta).numpy())})
+    method = FedCurv(lam=0.5, min_fisher=1e-12)
+    method.own_u, method.own_v, method.own_round = {"weight": torch.ones(1, 2)}, {"weight": torch.ones(1, 2)}, 4
+    ctx = _ctx(model, 0, 5, {NAME: arrays})  # no sums-meta: the round is unknown, nothing is subtracted
+    # Execute
+    got = method.loss(torch.zeros(1), torch.zeros(1), torch.tensor(1.0), ctx)
+    # Assert: 1 + 0.5 * 4 * (1 - 3)^2 = 9; the 1e-13 entry carries no information
+    torch.testing.assert_close(got.detach(), torch.tensor(9.0))
+    assert FedCurv(lam=0.0).loss(torch.zeros(1), torch.zeros(1), torch.tensor(1.0), ctx) == 1.0

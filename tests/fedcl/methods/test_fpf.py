@@ -70,3 +70,43 @@ def test_fpf_state_round_trip() -> None:
     restored = FPF(buffer_size=10)
     restored.load_state_dict(state)
     assert_state_equal(restored.state_dict(), state)
+
+
+def test_fpf_mode_steps_the_selected_modules_by_hand_every_backward() -> None:
+    # Prepare: a buffer of 16 samples, batch 16 (the whole buffer: the buffer loss does not depend on the draw)
+    torch.manual_seed(0)
+    model = MLP((3,), 4, hidden=[5, 6])
+    method = FPF(buffer_size=16, mode="fpf", lr=0.5, batch_size=16, modules=["head"])
+    ctx = _ctx(model)
+    method.adapt_batch(ctx.x, ctx.y, ctx)
+    head = [p for n, p in model.named_parameters() if n.startswith("head.")]
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(model(ctx.x), ctx.y), head)
+    want = [p.detach() - 0.5 * g for p, g in zip(head, grads, strict=True)]
+    body = {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith("body.")}
+    # Execute
+    method.after_backward(ctx)
+    # Assert: one SGD step of lr 0.5 on the buffer loss, for the head only
+    for p, w in zip(head, want, strict=True):
+        torch.testing.assert_close(p.detach(), w)
+    assert all(torch.equal(p, body[n]) for n, p in model.named_parameters() if n in body)
+    method.after_task(ctx)  # fpf mode: no task-end fine-tuning
+    for p, w in zip(head, want, strict=True):
+        torch.testing.assert_close(p.detach(), w)
+
+
+def test_kfpf_does_nothing_per_step_and_an_unknown_mode_is_an_error() -> None:
+    torch.manual_seed(0)
+    model = MLP((3,), 4, hidden=[5])
+    method = FPF(buffer_size=16, mode="kfpf")
+    ctx = _ctx(model)
+    method.adapt_batch(ctx.x, ctx.y, ctx)
+    before = [p.detach().clone() for p in model.parameters()]
+    method.after_backward(ctx)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+    assert len(method.buffer) == 16
+    with pytest.raises(ValueError, match="mode"):
+        FPF(mode="other")
+    empty = FPF(buffer_size=0)
+    empty.adapt_batch(ctx.x, ctx.y, ctx)
+    empty.after_task(ctx)  # nothing stored, nothing to fine-tune on
+    assert empty.buffer.is_empty

@@ -80,3 +80,45 @@ def test_gpm_state_round_trip() -> None:
     restored.load_state_dict(state)
     assert_state_equal(restored.state_dict(), state)
     assert restored.tasks_done == 1 and set(state["bases"]) == {"body.1", "head.heads.0"}
+
+
+def test_threshold_grows_per_task_and_is_capped_and_validated() -> None:
+    method = GPM(threshold=0.9, threshold_increment=0.05)
+    assert method.current_threshold() == pytest.approx(0.9)
+    method.tasks_done = 2
+    assert method.current_threshold() == pytest.approx(1.0 - 1e-4)  # 1.0 capped below 1
+    method.tasks_done = 1
+    assert method.current_threshold() == pytest.approx(0.95)
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="threshold"):
+            GPM(threshold=bad)
+
+
+def test_basis_by_hand_and_bias_left_free_without_freeze_bias() -> None:
+    # Prepare: task inputs with energy 0.9 along e_0 and 0.1 along e_1 (4 samples of R^3)
+    model = nn.Sequential(nn.Linear(3, 2))
+    x = torch.tensor([[3.0, 0.0, 0.0], [-3.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, -1.0, 0.0]])
+    ctx = _ctx(model, x, torch.zeros(4, dtype=torch.long))
+    # Execute: threshold 0.85 -> e_0 alone explains 0.9 > 0.85
+    method = GPM(threshold=0.85, threshold_increment=0.1, freeze_bias=False)
+    method.after_task(ctx)
+    # Assert
+    U = method.bases["0"]
+    assert U.shape == (3, 1) and ctx.metrics["gpm-basis-dims"] == 1.0 and method.tasks_done == 1
+    torch.testing.assert_close(U.abs(), torch.tensor([[1.0], [0.0], [0.0]]))
+    # second task, same inputs, threshold 0.95: the residual (e_1, ratio 0.1) must be added
+    method.after_task(ctx)
+    assert method.bases["0"].shape == (3, 2)
+    model(torch.randn(5, 3)).sum().backward()
+    method.after_backward(ctx)
+    layer = model[0]
+    assert layer.bias.grad is not None and torch.count_nonzero(layer.bias.grad) == 2  # not frozen
+    assert torch.allclose(layer.weight.grad[:, :2], torch.zeros(2, 2), atol=1e-6)
+
+
+def test_zero_inputs_add_no_basis() -> None:
+    model = nn.Sequential(nn.Linear(3, 2))
+    method = GPM()
+    method.after_task(_ctx(model, torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)))
+    assert method.bases == {}
+    method.after_backward(_ctx(model, torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)))  # nothing to project

@@ -59,7 +59,8 @@ def test_train_local_calls_step_hooks_then_after_round() -> None:
         x=x, y=y, device=torch.device("cpu"), num_classes=4, task_classes=[0, 1], seen_tasks=[0],
         global_params={}, generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
-    result = train_local(Recorder(), ctx, TrainConfig(local_epochs=2, batch_size=32))
+    cfg = TrainConfig(lr=0.01, local_epochs=2, batch_size=32, momentum=0.0, weight_decay=0.0, proximal_mu=0.0)
+    result = train_local(Recorder(), ctx, cfg)
     assert result.steps == 6  # ceil(70 / 32) = 3 steps per epoch
     assert LOG == STEP * 6 + ["after_round"]
 

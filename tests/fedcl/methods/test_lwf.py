@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from fedcl.methods.lwf import LwF
+from fedcl.models import MLP
 from tests.fedcl.methods.baselines import naive_multi_head, run_capture
 from tests.fedcl.methods.test_ema import assert_state_equal
+from tests.fedcl.methods.toy import make_ctx
 from tests.fedcl.methods.toy_multihead import run_two_tasks_multi_head
 
 
@@ -39,3 +41,51 @@ def test_lwf_state_round_trip() -> None:
     restored = LwF()
     restored.load_state_dict(method.state_dict())
     assert_state_equal(restored.state_dict(), method.state_dict())
+
+
+def _lwf_after_first_task(multi_head: bool, alpha: float = 2.0, t: float = 2.0):  # noqa: ANN202
+    torch.manual_seed(0)
+    model = MLP((8,), 4, hidden=[5], num_heads=2 if multi_head else 1)
+    method = LwF(alpha=alpha, temperature=t)
+    x0 = torch.randn(6, 8)
+    c0 = make_ctx(model, 0, x0, torch.zeros(6, dtype=torch.long), multi_head=multi_head)
+    method.before_task(c0)
+    assert method.old_weights == {}  # nothing to distil on the first task
+    teacher = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    x1 = torch.randn(5, 8)
+    c1 = make_ctx(model, 1, x1, torch.full((5,), 2), seen_tasks=[0, 1], multi_head=multi_head, batch_x=x1)
+    method.before_task(c1)
+    with torch.no_grad():  # the student moves away from the teacher
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return method, model, teacher, x1, c1
+
+
+@pytest.mark.parametrize("multi_head", [False, True])
+def test_distillation_loss_by_hand(multi_head: bool) -> None:
+    method, model, teacher_state, x1, ctx = _lwf_after_first_task(multi_head)
+    teacher = MLP((8,), 4, hidden=[5], num_heads=2 if multi_head else 1)
+    teacher.load_state_dict(teacher_state)
+    logits = model(x1, 1) if multi_head else model(x1)
+    base = torch.tensor(0.7)
+    # Execute
+    got = method.loss(logits, torch.full((5,), 2), base, ctx)
+    # Assert: alpha T^2 KL(softmax(z_old / T) || softmax(z / T)) on the old task's classes {0, 1}
+    zs = model(x1, 0)[:, :2] if multi_head else logits[:, :2]
+    zt = (teacher(x1, 0) if multi_head else teacher(x1))[:, :2].detach()
+    p_t = torch.softmax(zt / 2.0, 1)
+    kl = (p_t * (torch.log_softmax(zt / 2.0, 1) - torch.log_softmax(zs / 2.0, 1))).sum(1).mean()
+    torch.testing.assert_close(got, base + 2.0 * 4.0 * kl)
+    assert float(kl.detach()) > 1e-4
+    assert method.old_tasks == [0] and method.task_classes == {0: [0, 1], 1: [2, 3]}
+
+
+def test_domain_incremental_distils_every_class_and_alpha_zero_is_plain() -> None:
+    method, model, _, x1, ctx = _lwf_after_first_task(False)
+    method.task_classes[1] = [0, 1]  # the new task has the same classes as the old one
+    ctx.task_classes = [0, 1]
+    logits = model(x1)
+    base = torch.tensor(0.7)
+    assert float(method.loss(logits, torch.zeros(5, dtype=torch.long), base, ctx).detach()) > 0.7
+    method.alpha = 0.0
+    assert method.loss(logits, torch.zeros(5, dtype=torch.long), base, ctx) is base

@@ -73,3 +73,38 @@ def test_uer_state_round_trip() -> None:
     restored = UER(buffer_size=10)
     restored.load_state_dict(state)
     assert_state_equal(restored.state_dict(), state)
+
+
+def test_multi_head_uses_the_tasks_head_masked_and_replays_through_old_heads() -> None:
+    torch.manual_seed(0)
+    model = MLP((3,), 4, hidden=[5], num_heads=2)
+    method = UER(buffer_size=6, replay_batch_size=6, scale=4.0)
+    c0 = _ctx(model, 0)
+    c0.multi_head = True
+    method.adapt_batch(c0.x, c0.y, c0)
+    c1 = _ctx(model, 1)
+    c1.multi_head = True
+    bx, by = method.adapt_batch(c1.x, c1.y, c1)
+    c1.batch_x = bx
+    logits = model(bx, 1)
+    got = method.loss(logits, by, F.cross_entropy(logits, by), c1)
+    head = model.head.heads[1]
+    assert isinstance(head, nn.Linear)
+    cos = 4.0 * F.normalize(model.body(bx[:6]), dim=1) @ F.normalize(head.weight, dim=1).t()
+    cos = cos + torch.tensor([float("-inf"), float("-inf"), 0.0, 0.0])
+    want = F.cross_entropy(cos, by[:6]) + F.cross_entropy(model(bx[6:], 0), by[6:])
+    torch.testing.assert_close(got, want)
+
+
+def test_first_batch_is_cosine_only_and_zero_buffer_stores_nothing() -> None:
+    torch.manual_seed(0)
+    model = MLP((3,), 4, hidden=[5])
+    method = UER(buffer_size=0, replay_batch_size=4, scale=2.0)
+    c0 = _ctx(model, 0)
+    bx, by = method.adapt_batch(c0.x, c0.y, c0)
+    assert bx is c0.x and method.buffer.is_empty
+    c0.batch_x = bx
+    head = model.head.heads[0]
+    assert isinstance(head, nn.Linear)
+    cos = 2.0 * F.normalize(model.body(bx), dim=1) @ F.normalize(head.weight, dim=1).t()
+    torch.testing.assert_close(method.loss(model(bx), by, torch.tensor(9.0), c0), F.cross_entropy(cos, by))

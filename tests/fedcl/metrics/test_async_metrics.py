@@ -52,7 +52,7 @@ def test_local_forgetting_per_client_and_distribution() -> None:
     local.record(1, {"client-id": 0, "acc-0": 0.9})
     local.record(2, {"client-id": 0, "acc-0": 0.4, "acc-1": 0.8})
     local.record(2, {"client-id": 1, "acc-1": 0.7})
-    s = local.summary(global_forgetting=0.3)
+    s = local.compare(global_forgetting=0.3)
     # Assert: client 0 forgot 0.5 on task 0; client 1 has no finished task before its last round
     assert local.per_client() == {0: pytest.approx(0.5)}
     assert s["local_forgetting"] == pytest.approx(0.5) and s["global_forgetting"] == 0.3

@@ -6,16 +6,18 @@ import pytest
 import torch
 from torch import nn
 
+from fedcl.config import validate_section
+from fedcl.config.schema import Model
 from fedcl.errors import ConfigError
 from fedcl.models import build_model
 from fedcl.subspace import projectable_layers
 
 
-@pytest.mark.parametrize("cfg", [{"name": "mlp", "hidden": [16, 8]},
-                                 {"name": "convnet", "channels": [4, 8], "hidden": 16}])
+@pytest.mark.parametrize("cfg", [{"name": "mlp", "hidden": [16, 8], "dropout": 0.0},
+                                 {"name": "convnet", "channels": [4, 8], "hidden": 16, "dropout": 0.0}])
 def test_single_head_output_shape_and_projectable_layers(cfg: dict) -> None:
     # Prepare
-    model = build_model(cfg, (1, 8, 8), num_classes=5)
+    model = build_model(validate_section(Model, cfg, "model"), (1, 8, 8), num_classes=5)
     # Execute
     out = model(torch.randn(3, 1, 8, 8))
     # Assert: logits for every class; every weight layer (the shared head included) is projectable
@@ -29,7 +31,8 @@ def test_single_head_output_shape_and_projectable_layers(cfg: dict) -> None:
 
 def test_multi_head_routes_by_task_and_keeps_heads_out_of_projection() -> None:
     # Prepare: 3 task heads
-    model = build_model({"name": "mlp", "hidden": [16]}, (1, 8, 8), num_classes=4, num_heads=3)
+    model = build_model(validate_section(Model, {"name": "mlp", "hidden": [16], "dropout": 0.0}, "model"),
+                        (1, 8, 8), num_classes=4, num_heads=3)
     x = torch.randn(2, 1, 8, 8)
     # Execute
     outs = [model(x, task_id=t) for t in range(3)]
@@ -42,6 +45,6 @@ def test_multi_head_routes_by_task_and_keeps_heads_out_of_projection() -> None:
 
 def test_bad_model_config_names_the_key() -> None:
     with pytest.raises(ConfigError, match="model.name"):
-        build_model({"name": "resnet"}, (1, 8, 8), 4)
-    with pytest.raises(ConfigError, match=r"model \(mlp\)"):
-        build_model({"name": "mlp", "width": 3}, (1, 8, 8), 4)
+        validate_section(Model, {"name": "resnet"}, "model")
+    with pytest.raises(ConfigError, match="model.width"):
+        validate_section(Model, {"name": "mlp", "hidden": [16], "dropout": 0.0, "width": 3}, "model")

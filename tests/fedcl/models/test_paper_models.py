@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -10,9 +11,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedcl.fot_client import gpse_statistics
-from fedcl.models import build_model
-from fedcl.models.count import SETUPS, authors_count, count, main
+from fedcl.config import validate_section
+from fedcl.config.schema import Model
+from fedcl.errors import ConfigError
+from fedcl.fot.client import gpse_statistics
+from fedcl.models import MODELS, build_model
+from fedcl.models.count import SETUPS, authors_count, build, count, main
 from fedcl.subspace import grow_basis, layer_inputs, project_update, projectable_layers, unfold_input, weight_view
 from tests.fedcl.models import authors_models as am
 
@@ -27,8 +31,7 @@ PAIRS: list[tuple[int, Callable[[], nn.Module], str]] = [
 
 
 def _ours(i: int) -> nn.Module:
-    s = SETUPS[i]
-    return build_model({"name": s.model, **s.params}, s.in_shape, s.classes_per_task, s.tasks)
+    return build(SETUPS[i], SETUPS[i].classes_per_task)
 
 
 @pytest.mark.parametrize(("i", "authors", "head"), PAIRS)
@@ -165,11 +168,103 @@ def test_batch_norm_has_no_running_buffers_and_is_not_projected() -> None:
     assert len(bn) == 1 + 16 + 3 and not set(bn) & set(projectable_layers(model))
 
 
-@pytest.mark.parametrize("cfg", [{"name": "alexnet"}, {"name": "resnet18_reduced"}])
-def test_small_inputs_and_errors(cfg: dict) -> None:
-    # the validator builds every model on 1 x 28 x 28 (fedcl/config_checks.py)
+@pytest.mark.parametrize("name", ["alexnet", "resnet18_reduced"])
+def test_small_inputs_and_errors(name: str) -> None:
+    # Prepare: the model YAML's defaults
+    from fedcl.config import compose
+
+    cfg = compose([f"model={name}"]).model
+    # Execute / Assert: Fashion-MNIST's grey 28 x 28 images work; 8 x 8 ones are refused naming the key
     model = build_model(cfg, (1, 28, 28), 10, 3)
     assert model(torch.randn(2, 1, 28, 28), task_id=2).shape == (2, 10)
-    with pytest.raises(ValueError, match="model.name"):
+    with pytest.raises(ConfigError, match="model.name"):
         build_model(cfg, (3, 8, 8), 10)
     assert np.isfinite(sum(count(model)))
+    assert MODELS.get(name) is type(model)
+
+
+@pytest.mark.parametrize(
+    ("model", "key", "match"),
+    [
+        ({"name": "alexnet", "batch_norm": False, "hidden": 0, "dropout_conv": 0.2, "dropout_fc": 0.5,
+          "head_bias": False}, "model.hidden", ">= 1"),
+        ({"name": "alexnet", "batch_norm": False, "hidden": 64, "dropout_conv": 1.0, "dropout_fc": 0.5,
+          "head_bias": False}, "model.dropout_conv", "[0, 1)"),
+        ({"name": "alexnet", "batch_norm": "no", "hidden": 64, "dropout_conv": 0.2, "dropout_fc": 0.5,
+          "head_bias": False}, "model.batch_norm", "true or false"),
+        ({"name": "resnet18_reduced", "nf": 0, "stem_stride": 1, "batch_norm": False, "head_bias": False},
+         "model.nf", ">= 1"),
+        ({"name": "resnet18_reduced", "nf": 20, "stem_stride": 5, "batch_norm": False, "head_bias": False},
+         "model.stem_stride", "[1, 4]"),
+        ({"name": "resnet18_reduced", "nf": 20, "stem_stride": 1, "batch_norm": False}, "model.head_bias",
+         "required"),
+    ],
+)
+def test_model_keys_are_checked(model: dict, key: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(match)) as info:
+        validate_section(Model, model, "model")
+    assert info.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["model=alexnet", "stream=synthetic"], "at least 19 x 19"),  # synthetic images are 1 x 8 x 8
+        (["model=resnet18_reduced", "stream=synthetic", "stream.synthetic.image_shape=[1,4,4]"], "larger inputs"),
+        (["model=resnet18_reduced", "model.stem_stride=4", "stream=split_cifar10"], "larger inputs"),
+    ],
+)
+def test_model_that_does_not_fit_the_stream_is_refused_before_any_run(overrides: list[str], match: str) -> None:
+    from fedcl.config import compose
+
+    with pytest.raises(ConfigError, match=match) as info:
+        compose(overrides)
+    assert info.value.key == "model.name"
+
+
+def test_paper_networks_fit_their_streams() -> None:
+    from fedcl.config import compose
+
+    compose(["model=resnet18_reduced", "model.stem_stride=2", "stream=mini_imagenet"])
+    compose(["model=alexnet", "stream=tiny_imagenet"])
+
+
+@pytest.mark.parametrize(("name", "params", "in_shape"), [
+    ("alexnet", {"hidden": 64}, (3, 32, 32)),
+    ("resnet18_reduced", {"nf": 4, "stem_stride": 2}, (3, 84, 84)),
+])
+def test_fedproject_keeps_old_tasks_features_on_the_real_input_shape(name: str, params: dict,
+                                                                     in_shape: tuple[int, int, int]) -> None:
+    # Prepare: an old task of flat-coloured images, whose im2col patches span a few directions only, so the
+    # bases GPSE grows from them (eps near 1) are far from full and a projected update still moves the model
+    from fedcl.fot.server import FOTState
+
+    torch.manual_seed(3)
+    model = MODELS.get(name)(in_shape, 5, num_heads=2, **params).eval()
+    colours = torch.rand(6, in_shape[0], 1, 1)
+    x_old = colours.expand(6, *in_shape).contiguous()
+    x_new = torch.randn(6, *in_shape)
+    sketches, stats = gpse_statistics(model, x_old, {}, sketch_factor=1, max_samples=6,
+                                      generator=torch.Generator().manual_seed(0), max_columns=50_000, task_id=0)
+    state = FOTState(eps=0.999999)
+    n = stats.pop("num-examples")
+    state.update_bases({k: v for k, v in sketches.items()},
+                       {k[: -len("/ratio-weighted")]: v for k, v in stats.items()}, n)
+    layers = projectable_layers(model)
+    dims = {k: int(U.shape[1]) for k, U in state.bases.items()}
+    full = {k: weight_view(m.weight).shape[1] for k, m in layers.items()}
+    assert set(dims) == set(full) and all(dims[k] >= 1 for k in full)
+    assert dims["conv1"] < full["conv1"] and sum(dims.values()) < sum(full.values()), (dims, full)
+    # Execute: a random aggregate W_bar, projected by FedProject
+    old = {k: v.clone() for k, v in model.state_dict().items()}
+    averaged = {k: v + 0.05 * torch.randn_like(v) for k, v in old.items()}
+    new = state.project(old, averaged)
+    with torch.no_grad():
+        before_old, before_new = model.features(x_old), model.features(x_new)
+        model.load_state_dict(new)
+        after_old, after_new = model.features(x_old), model.features(x_new)
+    # Assert: the old task's features (every conv and linear layer, unfolded with its own stride and padding)
+    # stay put up to the discarded energy; other inputs' features move
+    moved_old = float((after_old - before_old).norm() / before_old.norm())
+    moved_new = float((after_new - before_new).norm() / before_new.norm())
+    assert moved_old < 1e-2 and moved_new > 20 * moved_old, (moved_old, moved_new)

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedcl import keys
 from fedcl.config import compose
-from fedcl.data import build_schedule
 from fedcl.errors import ConfigError
 from fedcl.privacy.accountant import StreamAccountant
-from strategies import build_strategy
 from tests.conftest import synthetic_overrides
-from tests.strategies.test_fedavg import FakeGrid
+from tests.strategies.helpers import FakeGrid, make_strategy
 
 
-def make(*overrides: str):  # noqa: ANN201
-    cfg = compose(synthetic_overrides(*overrides))
-    schedule = build_schedule(cfg["federation"], cfg["stream"]["num_tasks"], cfg["federation"]["num_clients"], 0)
-    return build_strategy(cfg, schedule, None)
+def make(*overrides: str) -> Any:
+    return make_strategy(*overrides)
+
+
+def privacy_row(s: Any) -> dict[str, Any]:
+    """The privacy columns of the round's metrics.jsonl row (the DP averaging step is a round hook)."""
+    return s.averager.round_metrics(0, ArrayRecord())  # type: ignore[no-any-return]
 
 
 def reply(msg: Message, value: float) -> Message:
@@ -48,19 +51,19 @@ def test_server_side_clipping_and_noise_and_epsilon_over_tasks(message_identity:
         msgs = s.configure_train(rnd, arrays, ConfigRecord(), FakeGrid([1, 2, 3]))
         # Execute
         new, _ = s.aggregate_train(rnd, [reply(m, 10.0) for m in msgs])
-        eps.append(s.privacy_row()["epsilon"])
+        eps.append(privacy_row(s)["epsilon"])
     # Assert: each update (norm 20) clipped to 0.1, then noised; epsilon keeps growing across the task switch
     w = new["w"].numpy()
     assert np.linalg.norm(w) == pytest.approx(0.1, abs=0.01) and not np.allclose(w, 0.05)
     assert all(b > a for a, b in zip(eps, eps[1:], strict=False))
-    assert s.state_dict()["privacy_accountant"]["releases"] == 4
+    assert s.averager.state_dict()["accountant"]["releases"] == 4
 
 
 def test_dp_wraps_fot_and_keeps_its_hooks(message_identity: None) -> None:
     # Prepare
     s = make("privacy=dp_central", "strategy=fot")
     # Assert: round loop / GPSE hooks reach FOT through the composition
-    assert type(s.base).__name__ == "FOT" and callable(s.on_task_end) and s.fot is s.base.fot
+    assert type(s).__name__ == "FOT" and type(s.averager).__name__ == "PrivateAveraging"
 
 
 def test_bad_privacy_combinations_are_refused() -> None:
@@ -82,12 +85,12 @@ def test_adaptive_server_side_clipping_raises_a_too_small_norm(message_identity:
         msgs = s.configure_train(rnd, arrays, ConfigRecord(), FakeGrid([1, 2, 3]))
         # Execute
         s.aggregate_train(rnd, [reply(m, 10.0) for m in msgs])
-        norms.append(s.privacy_row()["clipping_norm"])
+        norms.append(privacy_row(s)["clipping_norm"])
     # Assert: the norm grows geometrically (all clipped: C <- C exp(lr (~1 - 0.5))), and is checkpointed.
     # Flower 1.41's wrappers alone shrink it here (they apply exp(-lr (clipped - target))): see strategies/privacy.py
     assert all(b > a * 1.05 for a, b in zip([0.1, *norms], norms, strict=False)), norms
-    assert s.state_dict()["clipping_norm"] == pytest.approx(norms[-1])
-    assert s.state_dict()["privacy_accountant"]["releases"] == 4
+    assert s.averager.state_dict()["clipping_norm"] == pytest.approx(norms[-1])
+    assert s.averager.state_dict()["accountant"]["releases"] == 4
 
 
 def test_max_epsilon_stops_before_the_round_that_would_exceed_it(message_identity: None) -> None:
@@ -96,14 +99,14 @@ def test_max_epsilon_stops_before_the_round_that_would_exceed_it(message_identit
     arrays = ArrayRecord({"w": Array(np.zeros((2, 2), dtype=np.float32))})
     msgs = s.configure_train(1, arrays, ConfigRecord(), FakeGrid([1, 2, 3]))
     s.aggregate_train(1, [reply(m, 0.1) for m in msgs])
-    spent = s.privacy_row()["epsilon"]
+    spent = privacy_row(s)["epsilon"]
     # Execute / Assert: the second release would reach ~7.08 > 6.0: the round is refused before any message goes out
     from flwr.serverapp.exception import PrivacyBudgetExhausted
 
     with pytest.raises(PrivacyBudgetExhausted, match="max_epsilon=6.0"):
         s.configure_train(2, arrays, ConfigRecord(), FakeGrid([1, 2, 3]))
-    assert spent == pytest.approx(4.7285, abs=1e-3) and s.privacy_row()["epsilon"] == spent
-    assert s.state_dict()["privacy_accountant"]["releases"] == 1
+    assert spent == pytest.approx(4.7285, abs=1e-3) and privacy_row(s)["epsilon"] == spent
+    assert s.averager.state_dict()["accountant"]["releases"] == 1
 
 
 def test_adaptive_client_side_clipping_follows_the_clients_norm_bits(message_identity: None) -> None:
@@ -118,7 +121,7 @@ def test_adaptive_client_side_clipping_follows_the_clients_norm_bits(message_ide
         for r in replies:
             r.content[keys.METRICS]["norm_bit"] = bit
         s.aggregate_train(rnd, replies)
-        return float(s.privacy_row()["clipping_norm"])
+        return float(privacy_row(s)["clipping_norm"])
 
     # Execute
     up = round_with(1, 1)
@@ -130,15 +133,12 @@ def test_adaptive_client_side_clipping_follows_the_clients_norm_bits(message_ide
 def test_strategy_declaring_individual_updates_is_refused_under_secure_aggregation() -> None:
     # Prepare: a strategy whose server logic needs each client's own update (e.g. a history-based one)
     from strategies.fedavg import FCLFedAvg
-    from strategies.privacy import with_privacy
+    from strategies.server.build import refuse_individual_updates
 
     class NeedsEachUpdate(FCLFedAvg):
         individual_updates_reason = "keeps every client's update for calibration"
 
-    cfg = compose(synthetic_overrides("privacy=secagg"))
-    schedule = build_schedule(cfg["federation"], cfg["stream"]["num_tasks"], cfg["federation"]["num_clients"], 0)
-    strategy = NeedsEachUpdate(schedule=schedule, run_config=cfg, num_clients=cfg["federation"]["num_clients"])
     # Execute / Assert: refused with the reason; the same strategy without secure aggregation is fine
     with pytest.raises(ConfigError, match="keeps every client's update"):
-        with_privacy(strategy, cfg)
-    assert with_privacy(strategy, compose(synthetic_overrides("privacy=none"))) is strategy
+        refuse_individual_updates(NeedsEachUpdate, compose(synthetic_overrides("privacy=secagg")))
+    refuse_individual_updates(NeedsEachUpdate, compose(synthetic_overrides("privacy=none")))

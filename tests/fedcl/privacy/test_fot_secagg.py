@@ -1,29 +1,31 @@
 """The real ClientApp under privacy: FOT's GPSE and SSD's Fisher sums through SecAgg+ match the clear ones;
 Flower's clipping / local-DP mods on real train replies.
 
-In-process grid (tests/fedcl/privacy/inproc.py) with the real ``fedcl.client_app.app``: the same handlers and
+In-process grid (tests/fedcl/privacy/inproc.py) with the real ``fedcl.client.app.app``: the same handlers and
 mods as on Ray, minus serialisation.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 
-from fedcl import keys
-from fedcl.client_app import app as fedcl_app
-from fedcl.config import compose, to_json
-from fedcl.data import build_schedule, build_stream
+from fedcl import keys, local_eval
+from fedcl.client.app import app as fedcl_app
+from fedcl.client.instruction import query_config
+from fedcl.config import Config, compose, to_json
+from fedcl.data import build_stream
+from fedcl.fot import protocol as gpse
 from fedcl.models import build_model
-from fedcl.privacy.secagg import UNLEARN_TYPE, SecAggPlusGrid
-from strategies import build_strategy
+from fedcl.unlearning import protocol as unlearning_protocol
+from strategies.secagg import SecAggPlusGrid
 from tests.conftest import synthetic_overrides
 from tests.fedcl.privacy.inproc import InProcGrid, looks_masked, masked_vectors
+from tests.strategies.helpers import make_strategy
 
 NODES = [0, 1, 2]
 # tolerance on the principal angles between the two bases: quantisation is one level, 2 * 1000 / 2^22
@@ -32,14 +34,13 @@ NODES = [0, 1, 2]
 MAX_SIN_ANGLE = 1e-3
 
 
-def _setup(*overrides: str) -> tuple[dict[str, Any], Any, ArrayRecord]:
-    cfg = compose(synthetic_overrides("strategy=fot", "federation.state_store=context", *overrides))
-    fed = cfg["federation"]
-    schedule = build_schedule(fed, cfg["stream"]["num_tasks"], fed["num_clients"], 0)
-    strategy = build_strategy(cfg, schedule, None)
-    stream = build_stream(cfg["stream"], fed["num_clients"], 0)
+def _setup(*overrides: str) -> tuple[Config, Any, ArrayRecord]:
+    over = ("strategy=fot", "federation.state_store=context", *overrides)
+    cfg = compose(synthetic_overrides(*over))
+    strategy = make_strategy(*over)
+    stream = build_stream(cfg.stream, cfg.federation.num_clients, 0)
     torch.manual_seed(0)
-    model = build_model(cfg["model"], stream.in_shape, stream.num_classes, stream.num_heads)
+    model = build_model(cfg.model, stream.in_shape, stream.num_classes, stream.num_heads)
     arrays = ArrayRecord({k: Array(v.detach().numpy()) for k, v in model.state_dict().items()})
     return cfg, strategy, arrays
 
@@ -47,7 +48,7 @@ def _setup(*overrides: str) -> tuple[dict[str, Any], Any, ArrayRecord]:
 def _bases_after_two_tasks(secure: bool) -> tuple[dict[str, np.ndarray], list[dict[str, int]], list[Message]]:
     cfg, strategy, arrays = _setup("privacy=secagg" if secure else "privacy=none")
     inner = InProcGrid(fedcl_app, NODES)
-    grid = SecAggPlusGrid(inner, cfg["privacy"]["secagg"]) if secure else inner
+    grid = SecAggPlusGrid(inner, cfg.privacy.secagg, 1000) if secure else inner
     dims = []
     for rnd, task in ((2, 0), (4, 1)):  # the last round of each task (2 rounds per task)
         strategy.on_task_end(rnd, task, arrays, grid)
@@ -66,10 +67,12 @@ def test_fot_bases_under_secagg_match_the_clear_ones(message_identity: None) -> 
     masked, masked_dims, masked_seen = _bases_after_two_tasks(secure=True)
     # Assert: in the clear the server side sees every client's sketch; under SecAgg+ never a sketch,
     # only one masked vector per client and GPSE query, uniform over the modulus
-    assert sum(keys.FOT_SKETCH in r.content for r in clear_seen) == 2 * len(NODES)
-    assert not any(keys.FOT_SKETCH in r.content or keys.FOT_STATS in r.content for r in masked_seen)
+    assert sum(gpse.SKETCH in r.content for r in clear_seen) == 2 * len(NODES)
+    assert not any(gpse.SKETCH in r.content or gpse.STATS in r.content for r in masked_seen)
     vectors = masked_vectors(masked_seen)
-    q = compose(synthetic_overrides("privacy=secagg"))["privacy"]["secagg"]["quantization_range"]
+    secagg = compose(synthetic_overrides("privacy=secagg")).privacy.secagg
+    assert secagg is not None
+    q = secagg.quantization_range
     assert len(vectors) == 2 * len(NODES) and all(looks_masked(v, q) for v in vectors)
     # Assert: same ranks after each task, and the same subspaces up to quantisation
     assert clear_dims == masked_dims and any(d > 0 for d in clear_dims[-1].values())
@@ -94,7 +97,7 @@ def test_real_client_replies_through_clipping_and_local_dp_mods(message_identity
     # Execute
     replies = grid.send_and_receive(msgs)
     norms = [_norm(r.content[keys.ARRAYS], arrays) for r in replies]  # type: ignore[arg-type]
-    extras_kept = all(keys.LOCAL_EVAL in r.content for r in replies)
+    extras_kept = all(local_eval.RECORD in r.content for r in replies)
     new, _ = strategy.aggregate_train(1, replies)
     # Assert: every client answered and kept its extra record; updates clipped to C (local DP: + noise)
     assert len(replies) == len(NODES) and not any(r.has_error() for r in replies) and extras_kept
@@ -102,30 +105,30 @@ def test_real_client_replies_through_clipping_and_local_dp_mods(message_identity
         assert all(n <= c * (1 + 1e-4) for n in norms) and max(norms) > 0.5 * c
     else:
         assert all(n > c for n in norms)  # LocalDpMod's noise dominates a tiny clipping norm
-    assert new is not None and strategy.privacy_row()["epsilon"] > 0
+    assert new is not None and strategy.averager.round_metrics(1, new)["epsilon"] > 0
 
 
-def _fisher_query(cfg: dict[str, Any], arrays: ArrayRecord) -> list[Message]:
+def _fisher_query(cfg: Config, arrays: ArrayRecord) -> list[Message]:
     opts = {"action": "fisher", "tasks": [0], "forget_clients": [], "forget_classes": [1], "drop_classes": [],
             "max_samples": 64}
-    return [Message(RecordDict({keys.ARRAYS: arrays, keys.CONFIG: ConfigRecord({
-        keys.SERVER_ROUND: 2, keys.CLIENT_ID: c, keys.TASK_ID: 0, keys.RUN_CONFIG_JSON: to_json(cfg),
-        keys.UNLEARN_OPTIONS: json.dumps(opts)})}), message_type=UNLEARN_TYPE, dst_node_id=n)
-        for c, n in enumerate(NODES)]
+    return [unlearning_protocol.query(arrays, query_config(to_json(cfg), 2, c, 0), opts, n)
+            for c, n in enumerate(NODES)]
 
 
 def test_unlearning_fisher_sums_under_secagg_match_the_clear_ones(message_identity: None) -> None:
     # Prepare: SSD's query (fedcl/unlearning/client.py) to the real ClientApp, in the clear and masked
     cfg, _strategy, arrays = _setup("privacy=secagg")
-    sa = cfg["privacy"]["secagg"]
+    sa = cfg.privacy.secagg
     # Execute
     clear = InProcGrid(fedcl_app, NODES).send_and_receive(_fisher_query(cfg, arrays))
-    grid = SecAggPlusGrid(InProcGrid(fedcl_app, NODES), sa)
+    assert sa is not None
+    grid = SecAggPlusGrid(InProcGrid(fedcl_app, NODES), sa, 1000)
     masked = grid.send_and_receive(_fisher_query(cfg, arrays))
     # Assert: the sums over clients agree within one quantisation level of ranges.fisher per client
-    bound = len(NODES) * 2 * sa["ranges"]["fisher"] / sa["quantization_range"]
+    assert sa.ranges.fisher is not None
+    bound = len(NODES) * 2 * sa.ranges.fisher / sa.quantization_range
     assert grid.last_clipped == 0 and len(masked) == len(NODES)
-    for key in (keys.FISHER_FORGET, keys.FISHER_RETAIN):
+    for key in (unlearning_protocol.FISHER_FORGET, unlearning_protocol.FISHER_RETAIN):
         for name in clear[0].content[key].keys():  # type: ignore[union-attr]
             want = sum(r.content[key][name].numpy().astype(np.float64) for r in clear)  # type: ignore[index]
             got = sum(r.content[key][name].numpy().astype(np.float64) for r in masked)  # type: ignore[index]

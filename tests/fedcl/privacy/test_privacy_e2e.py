@@ -33,4 +33,4 @@ def test_fot_under_secagg_and_central_dp_runs_and_reports_epsilon(tmp_path: Path
     assert summary["privacy"]["delta"] == 1e-5 and summary["privacy"]["secure_aggregation"] is True
     # GPSE ran through SecAgg+ and grew a basis; the model still learned something
     assert summary["strategy_state"]["basis_dims"]
-    assert summary["accuracy_matrix"][0][0] > 1.0 / cfg["stream"]["synthetic"]["num_classes"]
+    assert summary["accuracy_matrix"][0][0] > 1.0 / cfg.stream.synthetic.num_classes

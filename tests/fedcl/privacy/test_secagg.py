@@ -8,10 +8,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 from flwr.clientapp import ClientApp
 
 from fedcl import keys
-from fedcl.config import compose, to_json
+from fedcl.config import Config, compose, to_json
 from fedcl.errors import ConfigError
 from fedcl.privacy.client_mod import privacy_mod
-from fedcl.privacy.secagg import SecAggPlusGrid
+from strategies.secagg import SecAggPlusGrid
 from tests.conftest import synthetic_overrides
 from tests.fedcl.privacy.inproc import InProcGrid, looks_masked, masked_vectors
 
@@ -38,7 +38,7 @@ def toy_app() -> ClientApp:
     return app
 
 
-def messages(cfg: dict) -> list[Message]:
+def messages(cfg: Config) -> list[Message]:
     base = ArrayRecord({"w": Array(np.zeros(SHAPE, np.float32))})
     return [Message(RecordDict({keys.ARRAYS: base, keys.CONFIG: ConfigRecord(
         {keys.SERVER_ROUND: 1, keys.CLIENT_ID: i, keys.RUN_CONFIG_JSON: to_json(cfg)})}),
@@ -51,22 +51,23 @@ def expected_mean(nodes: list[int]) -> np.ndarray:
 
 
 @pytest.fixture
-def cfg() -> dict:
+def cfg() -> Config:
     return compose(synthetic_overrides("privacy=secagg", "federation.num_clients=4"))
 
 
-def test_strategy_gets_only_the_sum_within_quantisation(message_identity: None, cfg: dict) -> None:
+def test_strategy_gets_only_the_sum_within_quantisation(message_identity: None, cfg: Config) -> None:
     # Prepare
     inner = InProcGrid(toy_app(), NODES)
-    grid = SecAggPlusGrid(inner, cfg["privacy"]["secagg"])
+    grid = SecAggPlusGrid(inner, cfg.privacy.secagg, 1000)
     # Execute
     replies = grid.send_and_receive(messages(cfg))
     # Assert: k identical replies holding the weighted average, within one quantisation level per client
     assert len(replies) == len(NODES)
     got = [r.content[keys.ARRAYS]["w"].numpy() for r in replies]
     assert all(np.array_equal(g, got[0]) for g in got)
-    sa = cfg["privacy"]["secagg"]
-    bound = len(NODES) * 2 * sa["ranges"]["update"] / sa["quantization_range"] / (min(
+    sa = cfg.privacy.secagg
+    assert sa is not None
+    bound = len(NODES) * 2 * sa.ranges.update / sa.quantization_range / (min(
         10 * n % 7 + 10 for n in NODES) / grid.max_weight)
     err = np.abs(got[0] - expected_mean(NODES)).max()
     assert err <= bound and err > 0  # quantised, not the raw floats
@@ -78,15 +79,15 @@ def test_strategy_gets_only_the_sum_within_quantisation(message_identity: None, 
     # each client's update travelled as one masked vector, uniform over the modulus, all different
     masked = masked_vectors(inner.seen)
     assert len(masked) == len(NODES)
-    assert all(looks_masked(v, sa["quantization_range"]) for v in masked)
+    assert all(looks_masked(v, sa.quantization_range) for v in masked)
     assert len({v.tobytes() for v in masked}) == len(NODES)
 
 
-def test_dropout_mid_protocol_does_not_break_the_round(message_identity: None, cfg: dict) -> None:
+def test_dropout_mid_protocol_does_not_break_the_round(message_identity: None, cfg: Config) -> None:
     # Prepare: node 13 answers the key stages but its masked vector is lost (stage 2 = third call)
     inner = InProcGrid(toy_app(), NODES)
     inner.drop_rule = lambda call, node: call == 3 and node == 13
-    grid = SecAggPlusGrid(inner, cfg["privacy"]["secagg"])
+    grid = SecAggPlusGrid(inner, cfg.privacy.secagg, 1000)
     # Execute
     replies = grid.send_and_receive(messages(cfg))
     # Assert: the others' average, unmasked with the dropped node's reconstructed key
@@ -96,9 +97,9 @@ def test_dropout_mid_protocol_does_not_break_the_round(message_identity: None, c
     assert err < 1e-3
 
 
-def test_one_node_playing_two_clients_is_refused(message_identity: None, cfg: dict) -> None:
+def test_one_node_playing_two_clients_is_refused(message_identity: None, cfg: Config) -> None:
     # Prepare
-    grid = SecAggPlusGrid(InProcGrid(toy_app(), NODES), cfg["privacy"]["secagg"])
+    grid = SecAggPlusGrid(InProcGrid(toy_app(), NODES), cfg.privacy.secagg, 1000)
     msgs = messages(cfg)
     msgs[1].metadata.__dict__["_dst_node_id"] = NODES[0]
     # Execute / Assert
@@ -110,12 +111,12 @@ def test_payload_outside_its_range_is_counted_not_hidden(message_identity: None)
     # Prepare: an update range far below the weighted updates (|w_i dW| ~ 0.008): Flower's quantiser clips
     cfg = compose(synthetic_overrides("privacy=secagg", "federation.num_clients=4",
                                       "privacy.secagg.ranges.update=0.001"))
-    grid = SecAggPlusGrid(InProcGrid(toy_app(), NODES), cfg["privacy"]["secagg"])
+    grid = SecAggPlusGrid(InProcGrid(toy_app(), NODES), cfg.privacy.secagg, 1000)
     # Execute
     grid.send_and_receive(messages(cfg))
     # Assert: every client's clipping is reported (masked, so only the count), and shows in the round row
     assert grid.last_clipped == len(NODES)
-    assert grid.secagg_row()["secagg_clipped"] == len(NODES)
+    assert grid.round_metrics(1, ArrayRecord())["secagg_clipped"] == len(NODES)
 
 
 @pytest.mark.parametrize("aggregator", ["median", "trimmed_mean", "krum"])
@@ -125,4 +126,4 @@ def test_robust_aggregator_is_refused_under_secure_aggregation(aggregator: str) 
         compose(synthetic_overrides("privacy=secagg", "federation.num_clients=5", f"strategy.aggregator={aggregator}"))
     # the same aggregator without secure aggregation is fine
     assert compose(synthetic_overrides("federation.num_clients=5",
-                                       f"strategy.aggregator={aggregator}"))["strategy"]["aggregator"] == aggregator
+                                       f"strategy.aggregator={aggregator}")).strategy.aggregator == aggregator

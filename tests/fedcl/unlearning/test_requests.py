@@ -51,24 +51,22 @@ def test_compose_validates_requests_against_the_run() -> None:
 
 def test_fed_eraser_declares_individual_updates_and_is_rejected_under_secure_aggregation() -> None:
     # Prepare
-    cfg = compose(synthetic_overrides("unlearning=fed_eraser", "unlearning.requests=[{round:2,kind:client,target:1}]"))
-    cfg["privacy"]["secure_aggregation"] = True
-    from fedcl.unlearning import validate_unlearning
-
+    request = "unlearning.requests=[{round:2,kind:client,target:1}]"
+    cfg = compose(synthetic_overrides("unlearning=fed_eraser", request))
     # Execute / Assert
-    assert type(build_unlearner(cfg["unlearning"])).needs_individual_updates
+    assert type(build_unlearner(cfg.unlearning)).needs_individual_updates
     with pytest.raises(ConfigError, match="individual updates") as err:
-        validate_unlearning(cfg)
+        compose(synthetic_overrides("unlearning=fed_eraser", request, "privacy=secagg"))
     assert err.value.key == "unlearning.name"
     for ok in ("ssd", "ga", "retrain"):  # sums only: fine under secure aggregation
-        cfg["unlearning"] = {**cfg["unlearning"], "name": ok, "params": {}}
-        validate_unlearning(cfg)
+        compose(synthetic_overrides(f"unlearning={ok}", request, "privacy=secagg"))
 
 
 def test_bad_method_params_name_the_key() -> None:
-    with pytest.raises(ConfigError, match="unlearning.params.alpha"):
-        build_unlearner({"name": "ssd", "params": {"alpha": 0}})
-    with pytest.raises(ConfigError, match="unlearning.params"):
-        build_unlearner({"name": "ga", "params": {"nope": 1}})
+    request = "unlearning.requests=[{round:2,kind:class,target:1}]"
+    with pytest.raises(ConfigError, match="unlearning.alpha"):
+        compose(synthetic_overrides("unlearning=ssd", "unlearning.alpha=0", request))
+    with pytest.raises(ConfigError, match="unlearning.nope"):
+        compose(synthetic_overrides("unlearning=ga", "+unlearning.nope=1", request))
     with pytest.raises(ConfigError, match="unlearning.name"):
-        build_unlearner({"name": "sisa"})
+        compose(synthetic_overrides("unlearning.name=sisa"))

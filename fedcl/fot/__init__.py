@@ -1,0 +1,1 @@
+"""Federated Orthogonal Training: the GPSE message contract, the client statistics and the server bases."""

@@ -1,0 +1,154 @@
+"""SecAgg+'s vector layout: how a fedcl reply becomes the one vector Flower masks, and back.
+
+Client side (:func:`vectorize`): the weighted model update ``w_i (W_i - W) / range_update``
+(also the weights of unlearning's ascent / repair queries), SSD's Fisher sums
+``/ range_fisher``, every other ArrayRecord (FOT's GPSE sketches) ``/ range_sketch`` and
+every MetricRecord value (ratios, sample counts, losses) ``/ range_stat``, so Flower's
+quantiser on [-1, 1] gives each payload its own range; only names and shapes travel in
+clear (the layout). Server side (:func:`unvectorize`): the unmasked sum back into
+replies. Both halves read and write the layout only through this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, MessageType, MetricRecord, RecordDict
+
+import fedcl.keys as keys
+from fedcl.config.schema import SecAgg
+from fedcl.errors import ClientReplyError
+from fedcl.fot.protocol import GPSE_TYPE
+from fedcl.unlearning.protocol import FISHER_KEYS, UNLEARN_TYPE
+
+LAYOUT = "fedcl-secagg-layout"  # clear-text metric of the legacy FitRes: names and shapes only
+MAX_WEIGHT = "fedcl-secagg-max-weight"  # the run's bound on num-examples, added to the client's ConfigRecord
+SECURED_TYPES = {MessageType.TRAIN, GPSE_TYPE, UNLEARN_TYPE}
+
+
+def vectorize(
+    content: RecordDict, base: ArrayRecord | None, secagg: SecAgg, max_weight: float, dp: bool
+) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """A reply as range-scaled blocks in [-1, 1] plus its clear-text layout (names, shapes, scales).
+
+    ``max_weight`` bounds num-examples (the server sends it: ``privacy.secagg.max_weight``, or
+    when that is null the largest client data set of the stream); ``w_i = n_i / max_weight``.
+    Under DP every client has weight 1 (the sensitivity of the mean holds for equal weights).
+    """
+    ranges = secagg.ranges
+    max_w = float(max_weight)
+    weight = 1.0
+    metrics: Any = content.get(keys.METRICS)
+    # only a train reply (new weights + metrics against the sent model) is weighted; a GPSE reply
+    # carries the sent model's base too but its statistics are plain sums
+    weighted = base is not None and keys.ARRAYS in content and isinstance(metrics, MetricRecord)
+    if weighted:
+        n = float(cast(float, metrics.get(keys.NUM_EXAMPLES, 1)))
+        # DP needs equal weights (strategies/privacy.py); FedAvg weights by num-examples
+        weight = 1.0 if dp else n / max_w
+        if weight > 1.0:
+            raise ClientReplyError(f"client has {n:.0f} examples > privacy.secagg.max_weight={max_w:.0f}; raise it "
+                                   "(or set it to null: the server then uses the stream's largest client data set)")
+    # the weight w_i in [0, 1] gets its own block of range 1: it divides the average, so it needs full precision
+    blocks: list[np.ndarray] = [np.asarray([weight], dtype=np.float64)]
+    layout: dict[str, Any] = {"weight_scaled": weighted, "records": [],
+                              "max_weight": max_w}
+    for key, rec in content.items():
+        if isinstance(rec, ArrayRecord):
+            is_update = key == keys.ARRAYS and weighted
+            # SSD's Fisher sums have their own scale (optional ranges.fisher, else the sketch range)
+            kind = "update" if is_update else ("fisher" if key in FISHER_KEYS else "sketch")
+            scale = float(getattr(ranges, kind) or ranges.sketch)
+            names, shapes = [], []
+            for name, arr in rec.items():
+                x = arr.numpy().astype(np.float64)
+                if is_update:
+                    x = weight * (x - base[name].numpy().astype(np.float64))  # type: ignore[index]
+                blocks.append(x / scale)
+                names.append(name)
+                shapes.append(list(x.shape))
+            layout["records"].append({"key": key, "kind": "update" if is_update else "arrays", "names": names,
+                                      "shapes": shapes, "scale": scale})
+        elif isinstance(rec, MetricRecord):
+            names = list(rec.keys())
+            vals = []
+            for name in names:
+                v = float(cast(float, rec[name]))
+                vals.append(weight if (name == keys.NUM_EXAMPLES and weighted) else weight * v)
+            blocks.append(np.asarray(vals, dtype=np.float64) / float(ranges.stat))
+            layout["records"].append({"key": key, "kind": "metrics", "names": names, "scale": float(ranges.stat)})
+    # Flower's quantiser silently clips to [-range, range]: whether this client's payload went outside its
+    # range travels masked too (second block, 0 or 1), so the server learns only how many clients clipped
+    clipped = float(any(bool((np.abs(b) > 1.0).any()) for b in blocks[1:]))
+    blocks.insert(1, np.asarray([clipped], dtype=np.float64))
+    layout["clip_block"] = True
+    return blocks, layout
+
+
+def per_reply(content: RecordDict, count: int) -> list[RecordDict]:
+    """``count`` replies of ``content``, each with its own records (strategies edit replies in place).
+
+    An unweighted sample count (GPSE) is sum / count per reply, which the reply validator
+    rejects as a non-integer: the rounded sum is split into integers instead (same total).
+    """
+    out = []
+    for i in range(count):
+        rd = RecordDict()
+        for key, rec in content.items():
+            if isinstance(rec, MetricRecord):
+                rec = MetricRecord(dict(rec))  # type: ignore[arg-type]
+                if keys.NUM_EXAMPLES in rec and isinstance(rec[keys.NUM_EXAMPLES], float):
+                    total = round(float(cast(float, rec[keys.NUM_EXAMPLES])) * count)
+                    rec[keys.NUM_EXAMPLES] = total // count + (1 if i < total % count else 0)
+            rd[key] = rec
+        out.append(rd)
+    return out
+
+
+def unvectorize(
+    mean: list[np.ndarray], count: int, layout: dict[str, Any], base: ArrayRecord | None
+) -> RecordDict:
+    """One reply's content from the unmasked mean over ``count`` clients (each reply: sum / count).
+
+    Weighted records (a train reply: update and metrics carry ``w_i``) become the
+    weighted average ``W + sum w_i dW_i / sum w_i`` and ``sum w_i x_i / sum w_i`` with
+    ``num-examples = sum w_i / count`` per reply; the rest (GPSE) is ``sum / count``.
+    """
+    weighted = bool(layout.get("weight_scaled")) and base is not None
+    out = RecordDict()
+    it = iter(mean)
+    mean_w = float(next(it)[0])  # mean of the clients' weights w_i
+    if layout.get("clip_block"):
+        next(it)  # the share of clients whose payload exceeded its range (clients_clipped)
+    blocks: list[tuple[dict[str, Any], list[np.ndarray]]] = []
+    for r in layout["records"]:
+        n = len(r["names"]) if r["kind"] != "metrics" else 1
+        blocks.append((r, [next(it) * float(r["scale"]) for _ in range(n)]))
+    total_w = max(mean_w, 1e-12) if weighted else 1.0
+    for r, arrs in blocks:
+        if r["kind"] == "update" and base is not None:
+            new = {}
+            for name, shape, a in zip(r["names"], r["shapes"], arrs, strict=True):
+                w0 = base[name].numpy()
+                new[name] = Array(np.ascontiguousarray((w0 + a.reshape(shape) / total_w).astype(w0.dtype)))
+            out[r["key"]] = ArrayRecord(new)
+        elif r["kind"] == "arrays":
+            out[r["key"]] = ArrayRecord({
+                name: Array(np.ascontiguousarray(a.reshape(shape).astype(np.float32)))
+                for name, shape, a in zip(r["names"], r["shapes"], arrs, strict=True)
+            })
+        else:
+            vals = arrs[0]
+            rec: dict[str, float | int] = {}
+            for i, name in enumerate(r["names"]):
+                if weighted and name == keys.NUM_EXAMPLES:
+                    # equal per reply, so FedAvg's average is the clients' weighted one; ~ mean n_i
+                    rec[name] = max(1, round(mean_w * float(layout["max_weight"])))
+                elif weighted:
+                    rec[name] = float(vals[i]) / total_w
+                else:
+                    rec[name] = float(vals[i])  # sum / count: the strategy's sum over replies is the sum
+            out[r["key"]] = MetricRecord(rec)  # type: ignore[arg-type]
+    del count
+    return out
