@@ -12,7 +12,14 @@ from fedcl.data import build_stream
 from fedcl.data.base import _uint8_stats
 from fedcl.errors import ConfigError, DataError
 from tests.fedcl.data.configs import stream_config
-from tests.fedcl.data.formats import write_cifar, write_five_datasets, write_idx, write_mini_imagenet_npy
+from tests.fedcl.data.formats import (
+    write_cifar,
+    write_five_datasets,
+    write_idx,
+    write_mini_imagenet_npy,
+    write_png,
+    write_tiny_imagenet,
+)
 
 
 def test_split_cifar100_stream(tmp_path: Path) -> None:
@@ -186,3 +193,84 @@ def test_missing_data_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no CIFAR-100 found"):
         build_stream(stream_config("split_cifar100", data_dir=str(tmp_path / "none")), 2, seed=0)
 
+
+def test_tiny_imagenet_stream(tmp_path: Path) -> None:
+    # Prepare: a tiny-imagenet-200 tree of 3 classes (flat colours, so JPEG keeps them exactly)
+    ref = write_tiny_imagenet(tmp_path, per_class=4, val=6)
+    cfg = stream_config("tiny_imagenet", data_dir=str(ref["folder"]), num_tasks=3, cache_dir=str(tmp_path / "c"))
+    # Execute
+    stream = build_stream(cfg, 2, seed=0)
+    # Assert: one class per task in wnid order, 64 x 64 RGB; val (grey JPEGs) is the test split, as 3 channels
+    assert [t.classes for t in stream.tasks] == [[0], [1], [2]] and not stream.multi_head
+    assert stream.in_shape == (3, 64, 64) and stream.augment == {"crop_padding": 4, "hflip": True}
+    x, y = stream.eval_data(1)
+    assert y.tolist() == [1] * ref["val_labels"].count(1)
+    raw = np.asarray(stream._base.x_test[stream.eval_indices(1)])
+    assert all((img == img[0, 0, 0]).all() for img in raw)  # a grey image repeated over the channels
+    assert sorted(int(img[0, 0, 0]) for img in raw) == sorted(
+        int(v[0, 0]) for v, lab in zip(ref["val_imgs"], ref["val_labels"], strict=True) if lab == 1)
+
+
+def test_image_folder_stream_resized(tmp_path: Path) -> None:
+    # Prepare: train/<class>/ and val/<class>/ PNGs of two sizes, resized by stream.image_size
+    rng = np.random.default_rng(0)
+    for split, per in (("train", 4), ("val", 2)):
+        for cls in ("b", "a", "d", "c"):
+            for i in range(per):
+                write_png(tmp_path / split / cls / f"{i}.png", rng.integers(0, 256, (5 + i % 2, 7, 3), dtype=np.uint8))
+    cfg = stream_config("image_folder", data_dir=str(tmp_path), num_tasks=2, image_size=[4, 6])
+    # Execute
+    stream = build_stream(cfg, 2, seed=0)
+    # Assert: labels are the sorted folder names; every image 4 x 6
+    assert stream.class_names == ["a", "b", "c", "d"] and [t.classes for t in stream.tasks] == [[0, 1], [2, 3]]
+    assert stream.in_shape == (3, 4, 6)
+    x, y = stream.eval_data(1)
+    assert x.shape == (4, 3, 4, 6) and sorted(y.tolist()) == [2, 2, 3, 3]
+
+
+def test_image_folder_stream_of_mixed_sizes_needs_image_size(tmp_path: Path) -> None:
+    for split in ("train", "val"):
+        write_png(tmp_path / split / "a" / "0.png", np.zeros((5, 7, 3), np.uint8))
+        write_png(tmp_path / split / "a" / "1.png", np.zeros((6, 7, 3), np.uint8))
+    with pytest.raises(DataError, match=r"1\.png is 6 x 7 .*stream\.image_size"):
+        build_stream(stream_config("image_folder", data_dir=str(tmp_path), num_tasks=1), 1, seed=0)
+
+
+def test_hf_stream_from_a_saved_folder(tmp_path: Path) -> None:
+    # Prepare: a DatasetDict of 6 classes of 5 x 4 RGB images written by save_to_disk
+    datasets = pytest.importorskip("datasets")
+    rng = np.random.default_rng(0)
+    feats = datasets.Features({"img": datasets.Image(), "fine": datasets.ClassLabel(names=list("uvwxyz"))})
+    ref = {}
+    splits = {}
+    for split, n in (("train", 24), ("test", 12)):
+        imgs = [rng.integers(0, 256, (5, 4, 3), dtype=np.uint8) for _ in range(n)]
+        labels = [i % 6 for i in range(n)]
+        splits[split] = datasets.Dataset.from_dict({"img": imgs, "fine": labels}, features=feats)
+        ref[split] = (np.stack(imgs).transpose(0, 3, 1, 2), np.array(labels))
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "saved"))
+    cfg = stream_config("hf", hf_path=str(tmp_path / "saved"), num_tasks=3, cache_dir=str(tmp_path / "cache"),
+                        normalize={"mean": [0.5], "std": [0.25]})
+    # Execute
+    stream = build_stream(cfg, 2, seed=0)
+    # Assert: the ClassLabel's names, 3 tasks of 2 classes, images exact up to the configured normalisation
+    assert stream.class_names == list("uvwxyz") and [t.classes for t in stream.tasks] == [[0, 1], [2, 3], [4, 5]]
+    x, y = stream.eval_data(2)
+    keep = np.isin(ref["test"][1], [4, 5])
+    want = (torch.from_numpy(ref["test"][0][keep]).float() / 255.0 - 0.5) / 0.25
+    assert torch.equal(x, want) and y.tolist() == ref["test"][1][keep].tolist()
+
+
+def test_stream_rules_hold_for_a_whole_config_and_a_lone_section() -> None:
+    # the rules among stream keys run in the root validator (compose) and in build_stream (a section alone)
+    from fedcl.config import compose, validate_section
+    from fedcl.config.schema import Stream as StreamConfig
+    from tests.fedcl.data.configs import stream_raw
+
+    with pytest.raises(ConfigError, match="save_to_disk") as info:
+        compose(["stream=hf", "stream.hf_path=null"])
+    assert info.value.key == "stream.hf_path"
+    lone = validate_section(StreamConfig, stream_raw("split_cifar10", data_dir="/x", image_size=[8, 8]), "stream")
+    with pytest.raises(ConfigError, match="image_folder") as info:
+        build_stream(lone, 2, seed=0)
+    assert info.value.key == "stream.image_size"
