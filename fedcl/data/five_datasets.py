@@ -11,7 +11,7 @@ source; each source keeps its own normalisation (``stream.normalize``).
 The assembled arrays (~260,000 train images, ~800 MB) are cached memory-mapped
 (:mod:`fedcl.data.cache`) so the processes of a run share one copy.
 
-Where each source is read from (``stream.sources.<name>`` overrides, else under
+Where each source is read from (``stream.sources.<name>.data_dir`` overrides, else under
 ``stream.data_dir``): ``cifar10``: ``cifar-10-batches-py/`` or
 ``cifar-10-python.tar.gz``; ``mnist``: IDX files in ``mnist/`` (or torchvision's
 ``MNIST/raw/``); ``svhn``: ``train_32x32.mat`` and ``test_32x32.mat`` in ``svhn/``;
@@ -49,7 +49,7 @@ def _idx_dir(name: str, path: Path, explicit: bool) -> Path:
         if c.is_dir() and _find(c, _ROLES["train images"]) is not None:
             return c
     raise DataError(f"no {name} IDX files (train-images-idx3-ubyte[.gz], ...) in "
-                    f"{' or '.join(str(c) for c in candidates)}; set stream.sources.{name} to their folder")
+                    f"{' or '.join(str(c) for c in candidates)}; set stream.sources.{name}.data_dir to their folder")
 
 
 def source_paths(data_dir: str | Path | None, sources: dict[str, Any] | None) -> dict[str, Path]:
@@ -62,7 +62,7 @@ def source_paths(data_dir: str | Path | None, sources: dict[str, Any] | None) ->
     for name in SOURCES:
         explicit = sources.get(name)
         if not explicit and not data_dir:
-            raise DataError(f"5-Datasets: no folder for {name}: set stream.data_dir or stream.sources.{name}")
+            raise DataError(f"5-Datasets: no folder for {name}: set stream.data_dir or stream.sources.{name}.data_dir")
         base = Path(explicit or data_dir)  # type: ignore[arg-type]
         if name in _IDX_DIRS:
             out[name] = _idx_dir(name, base, bool(explicit))

@@ -44,7 +44,7 @@ def test_cached_and_source_override(tmp_path: Path) -> None:
     write_five_datasets(tmp_path / "data")
     (tmp_path / "data" / "fashion_mnist").rename(tmp_path / "fmnist_elsewhere")
     # Execute / Assert: missing under data_dir, found through sources
-    with pytest.raises(DataError, match="no fashion_mnist IDX files.*stream.sources.fashion_mnist"):
+    with pytest.raises(DataError, match=r"no fashion_mnist IDX files.*stream\.sources\.fashion_mnist\.data_dir"):
         read_five_datasets(tmp_path / "data")
     a = read_five_datasets(tmp_path / "data", {"fashion_mnist": str(tmp_path / "fmnist_elsewhere")})
     b = read_five_datasets(tmp_path / "data", {"fashion_mnist": str(tmp_path / "fmnist_elsewhere")})

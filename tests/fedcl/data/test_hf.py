@@ -100,3 +100,16 @@ def test_single_split_folder(tmp_path: Path) -> None:
     dd["train"].save_to_disk(str(tmp_path / "one"))
     with pytest.raises(DataError, match="holds one split; save a DatasetDict"):
         read_hf(str(tmp_path / "one"))
+
+
+def test_image_that_does_not_decode_names_the_row(tmp_path: Path) -> None:
+    # Prepare: the second train image is not an image file (bytes cut off after PNG's signature)
+    good = np.zeros((4, 4, 3), np.uint8)
+    feats = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    rows = {"img": [good, {"bytes": b"\x89PNG\r\n\x1a\n", "path": None}], "label": [0, 1]}
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=feats),
+                               "test": datasets.Dataset.from_dict({"img": [good], "label": [1]}, features=feats)})
+    dd.save_to_disk(str(tmp_path / "d"))
+    # Execute / Assert
+    with pytest.raises(DataError, match=r"d train row 1: the image does not decode"):
+        read_hf(str(tmp_path / "d"), cache_dir=tmp_path / "c")

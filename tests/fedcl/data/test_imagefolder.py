@@ -67,6 +67,17 @@ def test_cache_second_load_maps_without_decoding(tmp_path: Path, monkeypatch: py
     np.testing.assert_array_equal(first.x_train, second.x_train)
 
 
+def test_damaged_cache_says_which_folder_to_delete(tmp_path: Path) -> None:
+    # Prepare: a cache whose test images were cut short (a disk filled up, a copy interrupted)
+    _folder_tree(tmp_path)
+    read_image_folder(tmp_path)
+    (cache,) = (tmp_path / ".fedcl_cache").iterdir()
+    (cache / "x_test.npy").write_bytes((cache / "x_test.npy").read_bytes()[:100])
+    # Execute / Assert
+    with pytest.raises(DataError, match=rf"the data cache {cache} is damaged .*delete that folder to rebuild it"):
+        read_image_folder(tmp_path)
+
+
 def test_cache_key_follows_the_file_list(tmp_path: Path) -> None:
     # Prepare
     _folder_tree(tmp_path)
