@@ -48,18 +48,7 @@ def vectorize(
         raise ClientReplyError(reason)
     ranges = secagg.ranges
     max_w = float(max_weight)
-    weight = 1.0
-    metrics: Any = content.get(keys.METRICS)
-    # only a train reply (new weights + metrics against the sent model) is weighted; a GPSE reply
-    # carries the sent model's base too but its statistics are plain sums
-    weighted = base is not None and keys.ARRAYS in content and isinstance(metrics, MetricRecord)
-    if weighted:
-        n = float(cast(float, metrics.get(keys.NUM_EXAMPLES, 1)))
-        # DP needs equal weights (strategies/privacy.py); FedAvg weights by num-examples
-        weight = 1.0 if dp else n / max_w
-        if weight > 1.0:
-            raise ClientReplyError(f"client has {n:.0f} examples > privacy.secagg.max_weight={max_w:.0f}; raise it "
-                                   "(or set it to null: the server then uses the stream's largest client data set)")
+    weighted, weight = _weight(content, base, max_w, dp)
     # the weight w_i in [0, 1] gets its own block of range 1: it divides the average, so it needs full precision
     blocks: list[np.ndarray] = [np.asarray([weight], dtype=np.float64)]
     layout: dict[str, Any] = {"weight_scaled": weighted, "records": [],
@@ -100,6 +89,23 @@ def vectorize(
     blocks.insert(1, np.asarray(clipped, dtype=np.float64))
     layout["clip_block"] = list(CLIP_KINDS)
     return blocks, layout
+
+
+def _weight(content: RecordDict, base: ArrayRecord | None, max_w: float, dp: bool) -> tuple[bool, float]:
+    """Whether the reply is weighted, and its weight ``w_i = n_i / max_weight`` (1 under DP or unweighted)."""
+    metrics: Any = content.get(keys.METRICS)
+    # only a train reply (new weights + metrics against the sent model) is weighted; a GPSE reply
+    # carries the sent model's base too but its statistics are plain sums
+    weighted = base is not None and keys.ARRAYS in content and isinstance(metrics, MetricRecord)
+    if not weighted:
+        return False, 1.0
+    n = float(cast(float, metrics.get(keys.NUM_EXAMPLES, 1)))
+    # DP needs equal weights (strategies/privacy.py); FedAvg weights by num-examples
+    weight = 1.0 if dp else n / max_w
+    if weight > 1.0:
+        raise ClientReplyError(f"client has {n:.0f} examples > privacy.secagg.max_weight={max_w:.0f}; raise it "
+                               "(or set it to null: the server then uses the stream's largest client data set)")
+    return True, weight
 
 
 def layout_difference(layout: dict[str, Any], reference: dict[str, Any]) -> str | None:
