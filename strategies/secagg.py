@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 import fedcl.keys as keys
@@ -149,15 +149,21 @@ class SecAggPlusGrid(GridWrapper, RoundHook):
     max_examples : int
         The stream's largest client data set (:func:`max_client_examples`): the bound on
         num-examples when ``secagg.max_weight`` is null.
+    min_replies : int, default 1
+        ``federation.min_replies``. A train round whose masked vectors came from fewer clients
+        is not unmasked (the grid returns no reply, so the round loop retries it): the server
+        never holds two sums of one round over different client sets, whose difference would be
+        one client's update.
     """
 
     name = "secagg"
 
-    def __init__(self, grid: Grid, secagg: SecAgg, max_examples: int) -> None:
+    def __init__(self, grid: Grid, secagg: SecAgg, max_examples: int, min_replies: int = 1) -> None:
         from flwr.server.workflow import SecAggPlusWorkflow
 
         super().__init__(grid)
         self.secagg = secagg
+        self.min_replies = min_replies
         self.max_weight = float(secagg.max_weight or max_examples)
         self.workflow = SecAggPlusWorkflow(
             num_shares=secagg.num_shares,
@@ -219,6 +225,9 @@ class SecAggPlusGrid(GridWrapper, RoundHook):
                 state.nid_to_fitins[m.metadata.dst_node_id] = content
             for step, grid in ((wf.share_keys_stage, self.inner), (wf.collect_masked_vectors_stage, guard),
                                (wf.unmask_stage, self.inner)):
+                if step == wf.unmask_stage and not self._may_unmask(messages, len(state.legacy_results)):
+                    ok = False
+                    break
                 ok = step(grid, ctx, state)  # type: ignore[arg-type]
                 if not ok:
                     break
@@ -236,6 +245,16 @@ class SecAggPlusGrid(GridWrapper, RoundHook):
         content = unvectorize(col.mean, col.count, col.layout, base if isinstance(base, ArrayRecord) else None)
         return [Message(c, reply_to=messages[i]) for i, c in enumerate(per_reply(content, col.count))]
 
+
+    def _may_unmask(self, messages: list[Message], collected: int) -> bool:
+        """Whether a sum over ``collected`` clients may be revealed: a train round below min_replies is retried."""
+        need = min(self.min_replies, len(messages))
+        if messages[0].metadata.message_type != MessageType.TRAIN or collected >= need:
+            return True
+        log.warning("SecAgg+: only %d masked vectors < federation.min_replies=%d: the round is retried without "
+                    "unmasking this sum (two sums over different clients would reveal one client's update)",
+                    collected, need)
+        return False
 
     def _refuse_overflow(self, clients: int) -> None:
         """A ``ConfigError`` before a protocol whose modular sum of ``clients`` payloads would wrap around."""

@@ -167,3 +167,21 @@ def test_the_unmasked_model_keeps_the_sent_models_array_order(cfg: Config) -> No
     assert [r["names"] for r in layout["records"] if r["kind"] == "update"] == [["a", "z"]]
     assert list(out[keys.ARRAYS].keys()) == ["z", "a"]
     assert np.allclose(out[keys.ARRAYS]["z"].numpy(), 0.1) and np.allclose(out[keys.ARRAYS]["a"].numpy(), 0.2)
+
+
+# ---- item 7: a retried round never reveals two sums over different clients --------------------
+@pytest.mark.parametrize(("min_replies", "revealed"), [(4, False), (3, True)])
+def test_a_sum_below_min_replies_is_not_unmasked(
+    message_identity: None, cfg: Config, min_replies: int, revealed: bool
+) -> None:
+    # Prepare: node 13's masked vector is lost (stage 2 = third call): 3 of 4 clients in the sum
+    assert cfg.privacy.secagg is not None
+    inner = InProcGrid(app_of(plain), NODES)
+    inner.drop_rule = lambda call, node: call == 3 and node == 13
+    grid = SecAggPlusGrid(inner, cfg.privacy.secagg, 20, min_replies=min_replies)
+    # Execute
+    replies = grid.send_and_receive(messages(cfg))
+    # Assert: below min_replies the unmask stage never runs (no sum: the round loop retries with a fresh one)
+    assert (len(replies) == 3) == revealed and (inner.calls == 4) == revealed
+    # the retry (nobody drops now) runs the protocol from its setup stage again and sums all 4
+    assert len(grid.send_and_receive(messages(cfg))) == 4
