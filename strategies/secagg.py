@@ -231,6 +231,8 @@ class SecAggPlusGrid(GridWrapper, RoundHook):
                 ok = step(grid, ctx, state)  # type: ignore[arg-type]
                 if not ok:
                     break
+                if step == wf.share_keys_stage:
+                    _forget_early_dropouts(state)
         self.last_rejected = dict(guard.rejected)
         self.rounds += 1
         self.seconds += time.perf_counter() - t0
@@ -281,6 +283,21 @@ class SecAggPlusGrid(GridWrapper, RoundHook):
                               f"a larger range: {count} of {col.count} clients had {kind} values outside "
                               f"[-{value}, {value}] (clipped before masking, so the secure sum would be biased; "
                               f"clipped per payload: {bad})")
+
+
+def _forget_early_dropouts(state: Any) -> None:
+    """After key sharing, a client that dropped out in setup or key sharing no longer exists for the protocol.
+
+    Nobody holds its key shares and nobody masked with it (a client masks only with the neighbours
+    whose encrypted shares it received), yet Flower's unmask stage lists it as dead (so every client
+    fails looking up its share) and removes pairwise masks with every setup neighbour. Only the clients
+    that finished key sharing stay sampled and neighbours; dropouts from here on are recovered by the
+    unmask stage as the protocol intends (Bell et al. 2020, rounds 2-4).
+    """
+    alive = set(state.active_node_ids)
+    state.sampled_node_ids = set(alive)
+    state.nid_to_neighbours = {nid: set(nbrs) & alive for nid, nbrs in state.nid_to_neighbours.items()
+                               if nid in alive}
 
 
 def max_client_examples(stream: Any, num_clients: int) -> int:

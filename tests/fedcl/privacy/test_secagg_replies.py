@@ -185,3 +185,36 @@ def test_a_sum_below_min_replies_is_not_unmasked(
     assert (len(replies) == 3) == revealed and (inner.calls == 4) == revealed
     # the retry (nobody drops now) runs the protocol from its setup stage again and sums all 4
     assert len(grid.send_and_receive(messages(cfg))) == 4
+
+
+# ---- item 6: a dropout in any stage of the protocol ---------------------------------------
+@pytest.mark.parametrize(("stage_call", "in_sum"), [(1, 3), (2, 3), (3, 3), (4, 4)])
+def test_a_dropout_in_any_stage_keeps_the_round(
+    message_identity: None, cfg: Config, stage_call: int, in_sum: int
+) -> None:
+    # Prepare: node 13 vanishes in setup (1), key sharing (2), masked vectors (3) or unmasking (4)
+    assert cfg.privacy.secagg is not None
+    inner = InProcGrid(app_of(plain), NODES)
+    inner.drop_rule = lambda call, node: call == stage_call and node == 13
+    grid = SecAggPlusGrid(inner, cfg.privacy.secagg, 20)
+    # Execute
+    replies = grid.send_and_receive(messages(cfg))
+    # Assert: the sum of the clients whose masked vectors arrived (after unmasking, 13's is in it)
+    alive = [n for n in NODES if n != 13] if in_sum == 3 else NODES
+    assert len(replies) == in_sum
+    assert np.abs(replies[0].content[keys.ARRAYS]["w"].numpy() - expected_mean(alive)).max() < 1e-3
+
+
+def test_dropouts_in_two_stages_remove_only_the_masks_that_were_added(message_identity: None) -> None:
+    # Prepare: threshold 2 of 4; node 13 vanishes in key sharing, node 12 after key sharing
+    cfg = compose(synthetic_overrides("privacy=secagg", "federation.num_clients=4",
+                                      "privacy.secagg.reconstruction_threshold=0.5"))
+    assert cfg.privacy.secagg is not None
+    inner = InProcGrid(app_of(plain), NODES)
+    inner.drop_rule = lambda call, node: (call == 2 and node == 13) or (call == 3 and node == 12)
+    grid = SecAggPlusGrid(inner, cfg.privacy.secagg, 20)
+    # Execute
+    replies = grid.send_and_receive(messages(cfg))
+    # Assert: 12's masks with 11 and 14 removed, none with 13 (which never masked): the exact sum of 11 and 14
+    assert len(replies) == 2
+    assert np.abs(replies[0].content[keys.ARRAYS]["w"].numpy() - expected_mean([11, 14])).max() < 1e-3
