@@ -29,8 +29,8 @@ ModelRecords = (keys.ARRAYS, keys.METRICS)
 class Averager(Protocol):
     """What replaces FedAvg's averaging step (client-level DP: clip, mean, noise; ``strategies/privacy.py``)."""
 
-    def configure(self, server_round: int, arrays: ArrayRecord, messages: list[Message]) -> None:
-        """See (and complete) the round's messages before they are sent."""
+    def configure(self, server_round: int, arrays: ArrayRecord, messages: list[Message], population: int) -> None:
+        """See (and complete) the round's messages before they are sent; ``population``: the clients sampled from."""
 
     def average(self, server_round: int, replies: list[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """The round's aggregate from the sound replies (model records only)."""
@@ -103,10 +103,14 @@ class FCLFedAvg(FedAvg):
         self._client_config[key] = value
 
     # ---- client selection -------------------------------------------------
+    def eligible_clients(self, server_round: int) -> list[int]:
+        """The clients this round samples from: active in the schedule and not excluded (DP's population)."""
+        return [c for c in range(self.num_clients)
+                if self.schedule.task_at(server_round, c) is not None and c not in self._excluded]
+
     def sample_clients(self, server_round: int) -> list[int]:
         """The logical clients that train this round (deterministic in the seed and round)."""
-        active = [c for c in range(self.num_clients)
-                  if self.schedule.task_at(server_round, c) is not None and c not in self._excluded]
+        active = self.eligible_clients(server_round)
         k = self.clients_per_round
         if k is None or k >= len(active):
             return active
@@ -152,7 +156,7 @@ class FCLFedAvg(FedAvg):
                 Message(content=content, message_type=MessageType.TRAIN, dst_node_id=self.node_for(c, nodes))
             )
         if self.averager is not None:
-            self.averager.configure(server_round, arrays, messages)
+            self.averager.configure(server_round, arrays, messages, len(self.eligible_clients(server_round)))
         self.sent_messages, self.round_arrays = messages, arrays
         down = arrays.count_bytes() + sum(r.count_bytes() for r in payload.values())
         self.bytes_down += down * len(messages)

@@ -14,9 +14,11 @@ from fedcl.config.schema import FOTStrategy
 from fedcl.errors import RoundError
 from fedcl.fot import protocol as gpse
 from fedcl.fot.server import FOTState
+from fedcl.privacy.gpse import GpseSums
 from fedcl.records import array_record
 from strategies.aggregation import sum_arrays, sum_metrics
 from strategies.fedavg import FCLFedAvg
+from strategies.privacy import PrivateAveraging
 from strategies.round_faults import RoundFaults
 
 log = logging.getLogger("fedcl")
@@ -54,6 +56,7 @@ class FOT(FCLFedAvg):
         st = self.cfg.strategy
         assert isinstance(st, FOTStrategy)
         self.fot = FOTState(bases={}, eps=st.eps, d_eps=st.d_eps)
+        self.gpse_max_samples = st.gpse_max_samples
         self._round_start: ArrayRecord | None = None
         self.gpse_seconds = 0.0
         self.projection_seconds = 0.0
@@ -88,7 +91,10 @@ class FOT(FCLFedAvg):
         self.sketch_bytes += nbytes
         # the server needs only sums (replies in canonical order, float64: strategies/aggregation.py)
         ratios, total = gpse.split_stats(sum_metrics(gpse.reply_records(r)[1] for r in replies))
-        self.fot.update_bases(sum_arrays(sketches), ratios, total)
+        sums = GpseSums(sum_arrays(sketches), ratios, total)
+        if isinstance(self.averager, PrivateAveraging):  # DP-GPSE: noised sums, one release in the accountant
+            sums = self.averager.release_gpse(task_id, sums, len(replies), self.gpse_max_samples)
+        self.fot.update_bases(sums.sketches, sums.ratios, sums.total)
         self.gpse_seconds += time.perf_counter() - t0
         return arrays
 

@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -26,8 +27,9 @@ import fedcl.keys as keys
 from fedcl.config.schema import DP
 from fedcl.errors import ConfigError
 from fedcl.hooks import RoundHook
-from fedcl.privacy.accountant import StreamAccountant, local_noise_multiplier
-from fedcl.seeding import seeded_numpy
+from fedcl.privacy.accountant import Release, StreamAccountant, local_noise_multiplier
+from fedcl.privacy.gpse import GpseSums, add_gpse_noise
+from fedcl.seeding import derive_seed, seeded_numpy
 from strategies.aggregation import fedavg
 
 
@@ -71,12 +73,12 @@ class _MeanOf(Strategy):
 class PrivateAveraging(RoundHook):
     """Clip, average and noise the round's updates (central DP) or only average them (local DP); account epsilon.
 
-    The accountant (:class:`~fedcl.privacy.accountant.StreamAccountant`) composes one
-    release per round over every task, so ``epsilon`` in ``metrics.jsonl`` is the loss of
-    the whole stream so far. FOT's GPSE sketches are not model updates: they are
-    released once per task, only their sum is used, and they are not clipped or noised
-    here (their privacy is not covered by the reported epsilon; run with secure
-    aggregation to hide the individual sketches).
+    Every release of the run goes into one :class:`~fedcl.privacy.accountant.StreamAccountant`
+    (over every task, so ``epsilon`` in ``metrics.jsonl`` is the loss of the whole stream so far):
+    each round's noised aggregate (central) or the clients' noised updates (local, one release per
+    try of a round: a retried round releases twice), and under FOT each task's noised GPSE sums
+    (:meth:`release_gpse`). Central DP's noise is calibrated to the replies that arrived (std z C on
+    their sum whatever dropped out), so every round's effective multiplier is the configured z.
 
     Parameters
     ----------
@@ -85,7 +87,7 @@ class PrivateAveraging(RoundHook):
     seed : int
         Run seed (the noise of round r is seeded by (seed, r)).
     num_clients : int
-        Logical clients (the accountant's population).
+        Logical clients (the population when the strategy does not say how many were eligible).
     per_round : int
         Clients sampled per round.
     weighted_by_key : str
@@ -95,11 +97,12 @@ class PrivateAveraging(RoundHook):
     name = "privacy"
 
     def __init__(self, dp: DP, seed: int, num_clients: int, per_round: int, weighted_by_key: str) -> None:
-        self.dp, self.seed = dp, seed
+        self.dp, self.seed, self.num_clients = dp, seed, num_clients
         self.view = _MeanOf(weighted_by_key)
         self.wrapper: Strategy | None = None
         self.epsilon = 0.0
         self.last_noise_multiplier = 0.0
+        self.last_noise_std = 0.0
         if dp.mode == "central":
             assert dp.noise_multiplier is not None
             self.noise_multiplier = dp.noise_multiplier
@@ -107,9 +110,8 @@ class PrivateAveraging(RoundHook):
         else:
             assert dp.epsilon is not None
             self.noise_multiplier = local_noise_multiplier(dp.epsilon, dp.delta)
-        self.accountant = StreamAccountant(delta=dp.delta, population_size=num_clients, sampling=dp.sampling,
-                                           max_epsilon=dp.max_epsilon)
-        self._sampled: dict[int, int] = {}
+        self.accountant = StreamAccountant(delta=dp.delta, sampling=dp.sampling, max_epsilon=dp.max_epsilon)
+        self._sampled: dict[int, tuple[int, int]] = {}  # round -> (clients sampled, eligible population)
 
     def _build_wrapper(self, m: int) -> Strategy:
         from flwr.serverapp import strategy as fs
@@ -130,28 +132,45 @@ class PrivateAveraging(RoundHook):
             raise ConfigError("privacy.dp", dp.model_dump(), str(exc)) from exc
 
     # ---- the averaging step (strategies.fedavg.Averager) ------------------------------------
-    def configure(self, server_round: int, arrays: ArrayRecord, messages: list[Message]) -> None:
-        """Check the budget; let Flower's wrapper add the clipping norm to every message's config."""
-        if messages:
-            self.accountant.check(self.noise_multiplier, len(messages))
-        self._sampled[server_round] = len(messages)
+    def configure(
+        self, server_round: int, arrays: ArrayRecord, messages: list[Message], population: int | None = None
+    ) -> None:
+        """Account a retried round's earlier try, refuse a diverging noise or an exhausted budget, add the norm.
+
+        ``population``: the clients the round's sample was drawn from (the eligible ones).
+        """
+        if server_round in self._sampled and self.dp.mode == "local":
+            # the earlier try's clients already sent their noised updates: that was a release
+            m, n = self._sampled[server_round]
+            self.epsilon = self.accountant.compose(Release(self.noise_multiplier, m, n, kind="train-retry"))
+        n = max(population or self.num_clients, len(messages))
+        self._sampled[server_round] = (len(messages), n)
+        if not messages:
+            return
+        refuse_diverging_noise(self.dp, self.noise_multiplier, arrays, len(messages))
+        self.accountant.check(Release(self.noise_multiplier, len(messages), n))
         if self.wrapper is None:
             return
-        # the wrapper's noise std is z C / m with m the round's sample (clients change with tasks)
-        self.wrapper.num_sampled_clients = max(len(messages), 1)  # type: ignore[attr-defined]
+        self.wrapper.num_sampled_clients = len(messages)  # type: ignore[attr-defined]
         self.view.pending = messages
         config = ConfigRecord()
         self.wrapper.configure_train(server_round, arrays, config, None)  # type: ignore[arg-type]
-        for m in messages:
-            rec = m.content[keys.CONFIG]
+        for msg in messages:
+            rec = msg.content[keys.CONFIG]
             assert isinstance(rec, ConfigRecord)
             for k, v in config.items():
                 rec[k] = v
 
     def average(self, server_round: int, replies: list[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Flower's DP wrapper (central) or the plain equal-weight mean (local), then one accounted release."""
-        sampled = self._sampled.pop(server_round, 0)
+        sampled, population = self._sampled.pop(server_round, (len(replies), max(self.num_clients, len(replies))))
+        if not replies:
+            return None, None
+        release = Release(self.noise_multiplier, max(sampled, 1), max(population, sampled, 1))
+        self.accountant.check(release)  # the release about to happen, as it will be composed
         if self.wrapper is not None:
+            # std z C / (replies) on their mean = z C on their sum: the multiplier stays z whoever dropped out
+            self.wrapper.num_sampled_clients = len(replies)  # type: ignore[attr-defined]
             # Flower's wrappers draw their noise from np.random: seeded by (seed, round), so the noise is the
             # same whatever ran before (a resumed run, another reply order)
             with seeded_numpy(self.seed, "dp-noise", server_round):
@@ -159,44 +178,53 @@ class PrivateAveraging(RoundHook):
         else:
             arrays, metrics = self.view.aggregate_train(server_round, replies)
         if arrays is not None:
-            released = len(replies)
-            self.last_noise_multiplier = self._effective_noise(released, sampled or released)
-            self.epsilon = self.accountant.compose(self.last_noise_multiplier, max(released, 1))
+            self.last_noise_multiplier = self.noise_multiplier
+            self.last_noise_std = noise_std_per_coordinate(self.dp, self.noise_multiplier, self.clipping_norm,
+                                                           len(replies))
+            self.epsilon = self.accountant.compose(release)
         return arrays, metrics
 
-    def _effective_noise(self, received: int, sampled: int) -> float:
-        """The noise multiplier of the released sum.
+    @property
+    def clipping_norm(self) -> float:
+        """The current clipping norm (adaptive clipping moves it)."""
+        return float(getattr(self.wrapper, "clipping_norm", self.dp.clipping_norm))
 
-        Central: the wrapper adds std z C / m to the mean of ``received`` updates, i.e.
-        std z C received / m to their sum (sensitivity C): fewer replies than sampled
-        means less noise per client. Adaptive clipping spends part of z on the
-        clipped-count query (Andrew et al. 2021); the total release is still z.
-        Local: every client's own release has multiplier sigma / C.
+    # ---- FOT's GPSE sums (fedcl/privacy/gpse.py) ----------------------------------------------
+    def release_gpse(self, task_id: int, sums: GpseSums, clients: int, max_samples: int) -> GpseSums:
+        """FOT's summed sketches and ratio statistics with Gaussian noise, composed as one release.
+
+        ``clients``: those whose replies were summed (every client that trained the task was asked:
+        no subsampling, so the release's population is its sample). ``max_samples``: the bound on a
+        client's samples (``strategy.gpse_max_samples``), which sizes the sensitivity.
         """
-        if self.dp.mode == "local":
-            return self.noise_multiplier
-        return self.noise_multiplier * min(1.0, received / max(sampled, 1))
+        z = self.dp.gpse_noise_multiplier or self.noise_multiplier
+        release = Release(z, max(clients, 1), max(clients, 1), kind="gpse")
+        self.accountant.check(release)
+        rng = np.random.default_rng(derive_seed(self.seed, "dp-gpse-noise", task_id))
+        noised = add_gpse_noise(sums, z, max_samples, rng)
+        self.epsilon = self.accountant.compose(release)
+        return noised
 
     # ---- round hook ------------------------------------------------------------------------
     def round_metrics(self, server_round: int, arrays: ArrayRecord) -> dict[str, Any]:
-        """Cumulative epsilon at delta, the round's effective noise multiplier and clipping norm."""
+        """Cumulative epsilon at delta, the round's noise multiplier, noise std per coordinate and clipping norm."""
         row: dict[str, Any] = {"epsilon": self.epsilon, "delta": self.dp.delta,
-                               "noise_multiplier": self.last_noise_multiplier}
-        clip = getattr(self.wrapper, "clipping_norm", None)
-        if clip is not None:
-            row["clipping_norm"] = float(clip)
+                               "noise_multiplier": self.last_noise_multiplier, "dp_noise_std": self.last_noise_std,
+                               "dp_releases": self.accountant.releases}
+        if self.wrapper is not None:
+            row["clipping_norm"] = self.clipping_norm
         return row
 
     def summary(self) -> dict[str, Any]:
-        """``privacy`` in summary.json: epsilon over the whole stream."""
-        return {"privacy": self.round_metrics(0, ArrayRecord())}
+        """``privacy`` in summary.json: epsilon over every release of the stream, and the releases by kind."""
+        return {"privacy": {**self.round_metrics(0, ArrayRecord()), "sampling": self.dp.sampling,
+                            "releases_by_kind": self.accountant.releases_by_kind()}}
 
     def state_dict(self) -> dict[str, Any]:
         """The accountant ledger and the (adaptive) clipping norm: a resumed run keeps spending the same budget."""
         state: dict[str, Any] = {"epsilon": self.epsilon, "accountant": self.accountant.state_dict()}
-        clip = getattr(self.wrapper, "clipping_norm", None)
-        if clip is not None:
-            state["clipping_norm"] = float(clip)
+        if self.wrapper is not None:
+            state["clipping_norm"] = self.clipping_norm
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -205,6 +233,41 @@ class PrivateAveraging(RoundHook):
         self.epsilon = self.accountant.epsilon
         if "clipping_norm" in state and self.wrapper is not None:
             self.wrapper.clipping_norm = float(state["clipping_norm"])  # type: ignore[attr-defined]
+
+
+def noise_std_per_coordinate(dp: DP, noise_multiplier: float, clipping_norm: float, replies: int) -> float:
+    """Std of the noise on each coordinate of the averaged update.
+
+    Central: N(0, (z C)^2) on the sum of ``replies`` updates, so z C / m on their mean.
+    Local: every client adds N(0, (sigma C)^2) to its own update: sigma C / sqrt(m) on the mean.
+    """
+    m = max(replies, 1)
+    return noise_multiplier * clipping_norm / (m if dp.mode == "central" else math.sqrt(m))
+
+
+# the noise std per coordinate a round may add, relative to the RMS of the model's weights, before the
+# noised model is no model at all (measured: 3 clients, z = 1, C = 1: 13x, NaN weights by round 3)
+DIVERGING_NOISE_RATIO = 2.0
+
+
+def refuse_diverging_noise(dp: DP, noise_multiplier: float, arrays: ArrayRecord, clients: int) -> None:
+    """A ``ConfigError`` when one round's noise per coordinate exceeds twice the RMS of the model's weights."""
+    total, count = 0.0, 0
+    for arr in arrays.values():
+        x = arr.numpy().astype(np.float64)
+        total += float(np.sum(x * x))
+        count += x.size
+    rms = math.sqrt(total / max(count, 1))
+    std = noise_std_per_coordinate(dp, noise_multiplier, dp.clipping_norm, clients)
+    if rms > 0 and std > DIVERGING_NOISE_RATIO * rms:  # an all-zero model has no scale to compare with
+        raise ConfigError(
+            "privacy.dp.noise_multiplier", noise_multiplier,
+            f"a noise that the model survives: the noise std per coordinate of one round's average, "
+            f"{'z C / m' if dp.mode == 'central' else 'sigma C / sqrt(m)'} = {std:.4g} (C = {dp.clipping_norm}, "
+            f"m = {clients} clients), is {std / rms:.1f}x the RMS of the model's weights ({rms:.4g}): "
+            "the noised model is noise and training diverges (NaN weights). Sample more clients per round "
+            "(experiment=dp_pmnist: 100 of 1,000), or lower privacy.dp.clipping_norm / the noise"
+        )
 
 
 def _clip_norm_rises_when_clipping(cls: type) -> type:

@@ -231,8 +231,39 @@ def _privacy(cfg: Config) -> None:
             _req(dp.epsilon is not None, "privacy.dp.epsilon", dp.epsilon,
                  "a number > 0 (local DP's per-round epsilon)")
             _req(not dp.adaptive, "privacy.dp.adaptive", True, "false for local DP (LocalDpMod clips fixed)")
+            _req(dp.sampling == "no_amplification", "privacy.dp.sampling", dp.sampling,
+                 "'no_amplification' under local DP: every sampled client sends its own noised update, which "
+                 "the server sees, so sampling the clients amplifies nothing")
+        _dp_releases(cfg)
     if pv.secure_aggregation:
         _secagg(cfg)
+
+
+# unlearning methods whose step changes the model from un-noised client data (not covered by epsilon)
+_UNACCOUNTED_UNLEARNING = {
+    "ga": "its gradient-ascent and repair steps change the model with no noise and no accounting",
+    "ssd": "its Fisher sums dampen the model with no noise and no accounting",
+    "fed_eraser": "it rebuilds the model from the clients' stored un-noised updates",
+}
+
+
+def _dp_releases(cfg: Config) -> None:
+    """Under DP every release of the run is noised and accounted; what would leave epsilon is refused."""
+    dp = cfg.privacy.dp
+    assert dp is not None
+    _req("fedcurv" not in cfg.method_names, "method", cfg.method_names,
+         "no fedcurv under privacy.dp: its sums F_i and F_i * theta_i change every client's training with no "
+         "noise and no accounting (under local DP they even reach the server per client in the clear, so "
+         "theta_i = v_i / u_i); use privacy=none or privacy=secagg, or another method")
+    unl = cfg.unlearning_name
+    if cfg.unlearning["requests"] and unl in _UNACCOUNTED_UNLEARNING:
+        raise ConfigError("unlearning.name", unl,
+                          f"not {unl} under privacy.dp: {_UNACCOUNTED_UNLEARNING[unl]}, outside epsilon; "
+                          "use unlearning=retrain or unlearning=none (the requests' data is excluded from then on), "
+                          "or privacy=none")
+    _req(not (cfg.strategy.name == "fot" and dp.mode == "local"), "strategy.name", "fot",
+         "not fot under local DP: every client's GPSE sketch would reach the server un-noised (its span is the "
+         "client's own data); use privacy=dp_central or secagg_dp (DP-GPSE: noised and accounted sketch sums)")
 
 
 def _secagg(cfg: Config) -> None:
@@ -246,7 +277,17 @@ def _secagg(cfg: Config) -> None:
     unl = cfg.unlearning_name
     _req(not UNLEARNERS.get(unl).needs_individual_updates, "unlearning.name", unl,
          "not a history-based (FedEraser-style) method under privacy.secure_aggregation=true: it needs each "
-         "client's individual updates, which secure aggregation hides; use privacy=dp_central or privacy=none")
+         "client's individual updates, which secure aggregation hides; only privacy=none keeps them (under "
+         "privacy.dp its rebuild from un-noised stored updates would be outside epsilon, so it is refused there too)")
+    _req(not cfg.eval.local_forgetting, "eval.local_forgetting", True,
+         "false under secure aggregation: each client's local accuracies would be summed with the others' (the "
+         "client id too), so no per-client number survives; run local forgetting with privacy=none or dp_central")
+    if unl == "ga":
+        kinds = {str(r.get("kind")) for r in cfg.unlearning["requests"] or [] if isinstance(r, dict)}
+        _req("client" not in kinds, "unlearning.name", unl,
+             "not ga for a client-level request under secure aggregation: the ascent has one holder (the "
+             "leaving client), so SecAgg+ cannot run (> 2 parties) and would hide nothing; use unlearning=ssd or "
+             "retrain, or class-level requests")
     agg = cfg.strategy.aggregator
     _req(agg == "mean", "strategy.aggregator", agg,
          "'mean' under privacy.secure_aggregation=true: median, trimmed_mean and krum rank each client's own "
@@ -260,6 +301,18 @@ def _secagg(cfg: Config) -> None:
          "SecAgg+ party per round")
     _req(fed.per_round >= 3, "federation.num_clients", fed.num_clients,
          "at least 3 clients per round under secure aggregation (SecAgg+ needs > 2 parties)")
+    _secagg_modulus(sa, fed.per_round)
+
+
+def _secagg_modulus(sa: Any, clients: int) -> None:
+    """The masked sum of ``clients`` quantised payloads (each in [0, quantization_range]) must not wrap the modulus."""
+    q, mod = sa.quantization_range, sa.modulus_range
+    _req(clients * q < mod, "privacy.secagg.modulus_range", mod,
+         f"an integer > clients per round x quantization_range = {clients} x {q} = {clients * q}: the sum of "
+         f"{clients} quantised values wraps around the modulus (silently wrong sums); raise modulus_range or "
+         "lower quantization_range (precision) or the clients per round")
+    _req(clients * mod < 2**63, "privacy.secagg.modulus_range", mod,
+         f"at most 2^63 / {clients} clients: Flower adds the {clients} masked vectors in int64 before the modulus")
 
 
 def _unlearning(cfg: Config) -> None:

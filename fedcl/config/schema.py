@@ -322,6 +322,10 @@ class DP(Section):
     ]
     max_epsilon: Annotated[float | None, Field(gt=0, description="null or a number > 0")]
     epsilon: Annotated[float | None, Field(gt=0, description="a number > 0 (local DP's per-round epsilon)")]
+    gpse_noise_multiplier: Annotated[
+        float | None,
+        Field(gt=0, description="null (privacy.dp.noise_multiplier) or a number > 0 (DP-GPSE noise / sensitivity)"),
+    ]
 
 
 class SecAggRanges(Section):

@@ -23,6 +23,7 @@ import fedcl.keys as keys
 from fedcl.client.instruction import Instruction, workspace
 from fedcl.config.schema import FOTStrategy
 from fedcl.fot import protocol
+from fedcl.privacy import gpse as dp_gpse
 from fedcl.seeding import torch_generator
 from fedcl.subspace import empty_basis, layer_inputs, projectable_layers, residual, sketch
 
@@ -38,12 +39,14 @@ def gpse_statistics(
     batch_size: int = 256,
     max_columns: int = 20_000,
     task_id: int | None = None,
+    private: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Per-layer sketches ``Y_i`` (``d x sketch_factor*d``, float32) and summable statistics.
 
     Returns ``(sketches, stats)`` with ``stats["<layer>/ratio-weighted"] = n_i r_i``
     and ``stats["num-examples"] = n_i``. At most ``max_samples`` local samples
-    are used (a seeded random subset).
+    are used (a seeded random subset). ``private``: DP-GPSE's per-client bounds
+    (:mod:`fedcl.privacy.gpse`: inputs clipped, sketch clipped to ``sqrt(max_samples p)``).
     """
     n = min(int(max_samples), int(x.shape[0]))
     idx = torch.randperm(int(x.shape[0]), generator=generator)[:n].to(x.device)
@@ -55,12 +58,17 @@ def gpse_statistics(
     stats: dict[str, float] = {keys.NUM_EXAMPLES: float(n)}
     for name in list(inputs):
         A = inputs.pop(name)  # freed layer by layer: only one A and one Y live at a time
+        if private:
+            A = dp_gpse.bound_inputs(A, n)
         d = A.shape[0]
         U = torch.from_numpy(np.asarray(bases[name], dtype=np.float32)) if name in bases else empty_basis(d)
         R = residual(A, U)
         norm_a = float(torch.linalg.norm(A))
         ratio = float(torch.linalg.norm(R)) / norm_a if norm_a > 0 else 0.0
-        sketches[name] = sketch(R, int(sketch_factor) * d, generator).numpy()
+        Y = sketch(R, int(sketch_factor) * d, generator)
+        if private:
+            Y = dp_gpse.clip_sketch(Y, dp_gpse.sketch_bound(max_samples, Y.shape[1]))
+        sketches[name] = Y.numpy()
         stats[f"{name}{protocol.RATIO_SUFFIX}"] = n * ratio
         del A, R
     return sketches, stats
@@ -85,6 +93,7 @@ def handle(msg: Message, context: Context, instr: Instruction) -> Message:
         generator=torch_generator(instr.seed, "omega", instr.client_id, instr.task_id),
         batch_size=256,
         task_id=instr.task_id,
+        private=dp_gpse.private_gpse(instr.cfg),
     )
     n = stats.pop(keys.NUM_EXAMPLES)
     ratios = {k[: -len(protocol.RATIO_SUFFIX)]: v for k, v in stats.items()}

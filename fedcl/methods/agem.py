@@ -42,6 +42,9 @@ class AGEM(CLMethod):
         self.buffer = ReservoirBuffer(self.buffer_size)
 
     def after_backward(self, ctx: TaskContext) -> None:
+        # reported by every client that trains (0 while the buffer is empty): SecAgg+ sums metrics slot by
+        # slot, so a key that only some clients of a round report would stop the round
+        ctx.metrics.setdefault("agem-projected", 0.0)
         if self.buffer.is_empty or self.ref_batch_size <= 0:
             return
         params = [p for p in ctx.model.parameters() if p.requires_grad]

@@ -130,7 +130,8 @@ def build_run(grid: Grid, cfg: Config, run_dir: Path) -> Run:
         from strategies.secagg import SecAggPlusGrid, max_client_examples
 
         assert cfg.privacy.secagg is not None
-        secure = SecAggPlusGrid(run_grid, cfg.privacy.secagg, max_client_examples(stream, fed.num_clients))
+        secure = SecAggPlusGrid(run_grid, cfg.privacy.secagg, max_client_examples(stream, fed.num_clients),
+                                fed.min_replies)
         hooks.append(secure)
         run_grid = secure
     tracker = Tracker(len(stream.tasks), run_dir)

@@ -94,7 +94,8 @@ def test_task_end_fills_the_memory_and_first_task_is_never_projected() -> None:
     method.before_task(ctx)
     assert method.buffer.is_empty
     train_local(method, ctx, sgd(0.05, 16))
-    assert method.buffer.is_empty and ctx.metrics.get("agem-projected", 0.0) == 0.0
+    # reported as 0 even with an empty memory: every client of a SecAgg+ round sends the same metric keys
+    assert method.buffer.is_empty and ctx.metrics["agem-projected"] == 0.0
     method.after_task(ctx)
     assert len(method.buffer) == 30 and method.buffer.seen == 40
     assert method.buffer.task_ids is not None and set(method.buffer.task_ids.tolist()) == {0}

@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable, Iterable
 
 import numpy as np
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 
@@ -37,7 +37,10 @@ class InProcGrid:
             if self.drop_rule is not None and self.drop_rule(self.calls, node):
                 continue
             # a copy, as serialisation would give each node (Flower's mods change what they receive)
-            reply = self.app(copy.deepcopy(m), self.contexts[node])
+            try:
+                reply = self.app(copy.deepcopy(m), self.contexts[node])
+            except Exception as exc:  # noqa: BLE001 - as on a SuperNode: a client's exception is an error reply
+                reply = Message(Error(2, f"{type(exc).__name__} occurred. Message: {exc}"), reply_to=m)
             reply.metadata.__dict__["_src_node_id"] = node
             replies.append(reply)
             self.seen.append(reply)

@@ -11,7 +11,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from fedcl import keys
 from fedcl.config import compose
 from fedcl.errors import ConfigError
-from fedcl.privacy.accountant import StreamAccountant
+from fedcl.privacy.accountant import Release, StreamAccountant
 from tests.conftest import synthetic_overrides
 from tests.strategies.helpers import FakeGrid, make_strategy
 
@@ -34,9 +34,9 @@ def reply(msg: Message, value: float) -> Message:
 
 def test_accountant_matches_flower_and_accumulates() -> None:
     # Prepare
-    acc = StreamAccountant(delta=1e-5, population_size=4)
+    acc = StreamAccountant(delta=1e-5)
     # Execute
-    eps = [acc.compose(1.0, 4) for _ in range(3)]
+    eps = [acc.compose(Release(1.0, 4, 4)) for _ in range(3)]
     # Assert: Flower's verified numbers (flower-guide 4.2), strictly growing
     assert eps[0] == pytest.approx(4.7285, abs=1e-3) and eps[2] == pytest.approx(9.00996, abs=1e-3)
 
