@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +25,7 @@ from tests.conftest import FMNIST_DIR
 # a stand-in for `flwr run` + ServerApp: serves the queue named by the last argument; a job's config file says
 # what the job does (ok: print and write summary.json; fail: raise; die: the whole process exits)
 FAKE_SERVER = textwrap.dedent("""
-    import json, os, sys
+    import json, os, sys, time
     from pathlib import Path
     from strategies.server.jobs import serve_queue
 
@@ -31,6 +36,8 @@ FAKE_SERVER = textwrap.dedent("""
             raise ValueError("planned failure")
         if what == "die":
             os._exit(3)
+        if what == "hang":  # a job that never ends and never looks at the stop file
+            time.sleep(600)
         Path(spec["run-dir"], "summary.json").write_text(json.dumps({"pid": os.getpid()}))
 
     queue = sys.argv[-1].split("=", 1)[1].strip("'")
@@ -109,6 +116,21 @@ def test_pool_reports_a_server_that_died(tmp_path: Path) -> None:
         sim.stop()
 
 
+def test_pool_stop_kills_a_server_that_does_not_stop_by_its_pid(tmp_path: Path) -> None:
+    # Prepare: a job that hangs past its limit
+    sim = _fake_pool(tmp_path)
+    cfg, run_dir = _job(tmp_path, "a", "hang")
+    with pytest.raises(TimeoutError, match="did not finish"):
+        sim.submit(cfg, run_dir, limit=1)
+    # Execute: the stop file is ignored, so stop() must kill the process it started
+    sim.stop(timeout=1)
+    # Assert: that pid is gone (reaped), the queue folder removed
+    assert not sim.alive()
+    with pytest.raises(ProcessLookupError):
+        os.kill(sim.proc.pid, 0)
+    assert not sim.queue.exists()
+
+
 def test_warm_keeps_one_pool_per_key_and_a_run_that_cannot_share_gets_its_own(tmp_path: Path) -> None:
     # Prepare: pools that start nothing
     started: list[pool.SimulationPool] = []
@@ -142,30 +164,70 @@ def test_what_may_share_a_simulation() -> None:
 
 EXACT = ("acc", "forgetting", "forgetting_max", "bwt", "fwt", "accuracy_matrix", "initial_accuracy", "min_acc",
          "wc_acc", "stability_gap")
+SMOKE = ["experiment=smoke", "quiet=true", "output.plots=false", "checkpoint.enabled=false", "method=er",
+         "faults=crashy", "faults.nan_prob=0"]
+
+
+def _marked(marker: bytes) -> set[int]:
+    """Processes whose environment holds ``marker`` (this test's private RAY_TMPDIR): only those this test started."""
+    out = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if marker in (d / "environ").read_bytes():
+                    out.add(int(d.name))
+    return out
+
+
+def _left_behind(marker: bytes, wait_s: float = 20.0) -> set[int]:
+    """What still runs ``wait_s`` after the launchers ended (Ray's daemons take a few seconds to go)."""
+    deadline = time.monotonic() + wait_s
+    while (left := _marked(marker)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
 
 
 @pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.skipif(not FMNIST_DIR.exists(), reason="Fashion-MNIST not installed")
-def test_a_hydra_grid_runs_on_one_simulation_with_the_numbers_of_separate_runs(tmp_path: Path) -> None:
-    # Prepare: seed 0, seed 1 (method ER: a client state on disk), seed 0 again, on a private Ray folder
-    ray_tmp = tmp_path / "ray"
-    ray_tmp.mkdir()
+def test_a_warm_hydra_grid_gives_the_numbers_of_cold_runs_survives_failed_jobs_and_leaves_nothing(
+        tmp_path: Path) -> None:
+    # Prepare: a short private Ray folder (Ray's socket paths must stay under 108 bytes) that marks our processes;
+    # the grid: seed 0, 1, 0 x a job that works and one whose clients all crash (the ServerApp fails it)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="h23r", dir="/tmp"))
+    marker = f"RAY_TMPDIR={ray_tmp}".encode()
     env = {**flower_env(), "RAY_TMPDIR": str(ray_tmp)}
     sweep = tmp_path / "grid"
-    cmd = [sys.executable, "-m", "simulations.run", "-m", "experiment=smoke", "quiet=true", "output.plots=false",
-           "checkpoint.enabled=false", "seed=0,1,0", "method=er", f"hydra.sweep.dir={sweep}"]
-    # Execute: the grid through Flower, then each job's config as a separate in-process run
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    grid = [json.loads((sweep / str(n) / "summary.json").read_text()) for n in range(3)]
-    separate = [fedcl.run(fedcl.compose(["experiment=smoke", "quiet=true", "output.plots=false", "method=er",
-                                         "checkpoint.enabled=false", f"seed={s}", "backend=inprocess"]),
-                          tmp_path / f"sep{s}") for s in (0, 1)]
-    # Assert: one Ray instance for the whole grid; every job equals its separate run, the repeated job its twin
-    sessions = list((ray_tmp / "ray").glob("session_2*"))
+    grid_cmd = [sys.executable, "-m", "simulations.run", "-m", *SMOKE, "seed=0,1,0", "faults.crash_prob=0,1",
+                f"hydra.sweep.dir={sweep}"]
+    cold_cmd = [sys.executable, "-m", "simulations.run", *SMOKE, "seed=1", "faults.crash_prob=0",
+                f"output.dir={tmp_path / 'cold1'}"]
+    try:
+        # Execute: the grid on one warm simulation, then seed 1 as a cold Flower run, then in process
+        grid_proc = subprocess.run(grid_cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
+        sessions = sorted((ray_tmp / "ray").glob("session_2*"))
+        cold_proc = subprocess.run(cold_cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        left = _left_behind(marker)
+        separate = [fedcl.run(fedcl.compose([*SMOKE, f"seed={s}", "faults.crash_prob=0", "backend=inprocess"]),
+                              tmp_path / f"sep{s}") for s in (0, 1)]
+    finally:
+        for pid in _marked(marker):  # only if the test failed: never leave a process of ours behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    # Assert: one Ray instance for the whole grid, nothing left running once the launchers ended
+    assert grid_proc.returncode == 0, grid_proc.stdout[-3000:] + grid_proc.stderr[-3000:]
+    assert cold_proc.returncode == 0, cold_proc.stdout[-3000:] + cold_proc.stderr[-3000:]
     assert len(sessions) == 1, sessions
+    assert not left, left
+    # every crashing job failed on its own; every working job after it has its summary
+    jobs = {j["num"]: j for j in json.loads((sweep / "grid.json").read_text())["jobs"]}
+    assert [jobs[n]["status"] for n in range(6)] == ["ok", "failed"] * 3
+    assert "RoundError" in jobs[1]["error"]
+    grid = {n: json.loads((sweep / str(n) / "summary.json").read_text()) for n in (0, 2, 4)}
+    cold = json.loads((tmp_path / "cold1" / "summary.json").read_text())
+    # every warm job equals the cold Flower run and the in-process run; the repeated job its twin
     for key in EXACT:
-        assert grid[0][key] == separate[0][key] == grid[2][key], key
-        assert grid[1][key] == separate[1][key], key
-    assert grid[0]["acc"] != grid[1]["acc"]
+        assert grid[0][key] == separate[0][key] == grid[4][key], key
+        assert grid[2][key] == cold[key] == separate[1][key], key
+    assert grid[0]["acc"] != grid[2]["acc"]
