@@ -2,10 +2,12 @@
 
 Command (results in simulations/benchmarks/results/startup.md):
 
-    python -m simulations.benchmarks.startup [--backends inprocess local] [--reps 3] [overrides ...]
+    python -m simulations.benchmarks.startup [--backends inprocess local] [--reps 3]
+        [--tree before=/path/to/other/checkout --tree after=.] [overrides ...]
 
 Runs ``experiment=smoke`` (default; any overrides) through ``fedcl.run`` in a fresh
-process per repetition, the engines interleaved, and records: launch -> first
+process per repetition, the engines (and the code trees: ``--tree`` runs another checkout's
+code with this venv, for before/after comparisons side by side) interleaved, and records: launch -> first
 finished round (``metrics.jsonl``'s first line), launch -> end, and the CPU seconds
 every process of the run had spent by the first round, grouped by role (launcher,
 SuperLink, ``flwr run`` CLI, simulation runtime + ServerApp, Ray client actors, Ray
@@ -94,7 +96,7 @@ class TreeCpu(threading.Thread):
         return out
 
 
-def run_once(backend: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
+def run_once(backend: str, overrides: list[str], run_dir: Path, tree: Path = Path(".")) -> dict[str, Any]:
     """One run in a fresh process: first-round and end times, CPU by role at the first round and at the end."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in ("metrics.jsonl", "summary.json"):
@@ -102,8 +104,9 @@ def run_once(backend: str, overrides: list[str], run_dir: Path) -> dict[str, Any
     code = "import sys, fedcl; fedcl.run(fedcl.compose(sys.argv[2:]), sys.argv[1])"
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     t0 = time.time()
+    # ``-c`` puts the working folder first on sys.path: the code of ``tree`` runs, on this venv
     proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir), f"backend={backend}", *overrides],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tree)
     sampler = TreeCpu(proc.pid)
     sampler.start()
     first, at_first, detail = float("nan"), None, []
@@ -152,17 +155,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench_startup"))
     parser.add_argument("--results", type=Path, default=Path("simulations/benchmarks/results/startup.md"))
     parser.add_argument("--label", default="")
+    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
+                        help="a checkout whose code to run (repeat to compare; default: this one)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     overrides = ["experiment=smoke", "quiet=true", "output.plots=false", *args.overrides]
+    trees = [(name, Path(path).resolve()) for name, _, path in (t.partition("=") for t in args.tree)]
     runs = []
+    args.out.mkdir(parents=True, exist_ok=True)
     for rep in range(args.reps):
-        for b in args.backends:  # interleaved
-            r = run_once(b, overrides, (args.out / f"{b}-{rep}").resolve())
+        for (name, tree), b in ((t, b) for t in trees or [("", Path("."))] for b in args.backends):  # interleaved
+            variant = f"{b} {name}".strip()
+            r = run_once(b, overrides, (args.out / f"{variant.replace(' ', '-')}-{rep}").resolve(), tree)
+            r["backend"] = variant
             runs.append(r)
             with open(args.out / "runs.jsonl", "a") as fh:
                 fh.write(json.dumps(r) + "\n")
-            print(f"[{b} rep {rep}] first round {r['first_round']:.1f} s end {r['end']:.1f} s "
+            print(f"[{variant} rep {rep}] first round {r['first_round']:.1f} s end {r['end']:.1f} s "
                   f"CPU before round 1 {sum(r['cpu_first'].values()):.1f} s {r['cpu_first']} load {r['load']}",
                   flush=True)
     text = "\n".join([f"## {args.label or 'time to first round'} ({time.strftime('%Y-%m-%d %H:%M')})", "",
