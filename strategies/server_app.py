@@ -64,7 +64,7 @@ def main(grid: Grid, context: Context) -> None:
     """ServerApp entry point."""
     logging.getLogger("flwr").propagate = False
     quiet_flower_logs()
-    queue = str(context.run_config.get(QUEUE_KEY, ""))
+    queue = str(context.run_config[QUEUE_KEY])  # declared in pyproject.toml ("": no queue)
     if queue:
         serve_queue(grid, Path(queue), run_job)
         return
