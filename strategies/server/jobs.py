@@ -9,7 +9,7 @@ caches they hold) are reused, because a message carries its whole run config
 the run but caches of pure functions of the config.
 
 The protocol (files, so it needs no extra network service): the launcher writes
-``job-<n>.json`` (``{"config_file": ..., "run_dir": ...}``, ``n`` = 1, 2, ...,
+``job-<n>.json`` (``{"config-file": ..., "run-dir": ...}``, ``n`` = 1, 2, ...,
 written to a temporary name and renamed); the ServerApp runs job ``n`` and writes
 ``done-<n>.json`` (``{"status": "ok" | "failed", "error": <last line>}``) and prints
 :data:`DONE_MARKER` followed by ``n``; ``stop`` (or the death of the process whose pid
