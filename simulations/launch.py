@@ -4,7 +4,8 @@
 outlives the run. This launcher starts its own SuperLink in simulation mode on a
 free loopback port (under the project's ``FLWR_HOME``), submits the run with
 ``flwr run . <connection> --stream``, and stops the SuperLink by pid when done,
-so nothing is left running. One SuperLink serves every run of a grid. Each
+so nothing is left running. One SuperLink serves every run of a grid, and inside
+:func:`simulations.pool.warm` one simulation (Ray, client actors) serves them too. Each
 launcher process uses its own Flower home (``.flwr_home/sim/<pid>``), so
 several launchers (parallel grids, tests) never share a connection entry.
 """
@@ -25,14 +26,14 @@ from pathlib import Path
 import yaml
 
 from fedcl.config import Config
-from fedcl.errors import FedCLError
+from simulations import pool
+from simulations.pool import LaunchError, SimulationPool
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONNECTION = "fedcl-sim"
 
-
-class LaunchError(FedCLError, RuntimeError):
-    """The Flower simulation could not be started or failed."""
+__all__ = ["CONNECTION", "PROJECT_ROOT", "LaunchError", "SimulationSuperLink", "flower_env", "run_flower",
+           "superlink"]
 
 
 def flower_env(root: Path = PROJECT_ROOT) -> dict[str, str]:
@@ -157,7 +158,7 @@ def federation_config(cfg: Config) -> str:
 
 
 def run_flower(cfg: Config, run_dir: Path, timeout: float | None = None) -> None:
-    """Write the resolved config into ``run_dir`` and run it through ``flwr run``."""
+    """Write the resolved config into ``run_dir`` and run it on a Flower simulation (a warm one when it may)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file = run_dir / "config.yaml"
     config_file.write_text(yaml.safe_dump(cfg.dump(), sort_keys=False))
@@ -165,17 +166,31 @@ def run_flower(cfg: Config, run_dir: Path, timeout: float | None = None) -> None
     if cfg.backend.ray_address:
         base_env["RAY_ADDRESS"] = cfg.backend.ray_address
     link = superlink(base_env)
-    env = link.env
-    run_cfg = f"config-file={_toml_str(str(config_file))} run-dir={_toml_str(str(run_dir))}"
-    cmd = ["flwr", "run", str(PROJECT_ROOT), CONNECTION, "--stream",
-           "--federation-config", federation_config(cfg), "--run-config", run_cfg]
+    federation = federation_config(cfg)
+    shared = pool.shareable(cfg)
+    cmd = ["flwr", "run", str(PROJECT_ROOT), CONNECTION, "--stream", "--federation-config", federation]
+
+    def start() -> SimulationPool:
+        return SimulationPool(cmd, link.env, f"{link.port} {federation}", Path(link.env["FLWR_HOME"]) / "queues",
+                              _is_noise, PROJECT_ROOT)
+
+    sim = pool.pool_for(f"{link.port} {federation}", shared, start)
     limit = timeout or cfg.backend.timeout_s + 120
-    returncode = _run_filtered(cmd, env, limit, link)
-    if returncode != 0 or not (run_dir / "summary.json").exists():
-        raise LaunchError(
-            f"flwr run failed (exit {returncode}); no summary.json in {run_dir}. "
-            f"Command: {shlex.join(cmd)}; SuperLink log: {link.log_path}"
-        )
+    try:
+        status = sim.submit(config_file, run_dir, limit)
+    except TimeoutError as exc:
+        link.stop()  # the run goes on inside the SuperLink otherwise
+        pool.close()
+        raise LaunchError(f"{exc}; SuperLink stopped") from exc
+    except LaunchError as exc:
+        pool.close()
+        raise LaunchError(f"{exc}. SuperLink log: {link.log_path}") from exc
+    finally:
+        if not pool.keep_warm(shared):
+            pool.close()
+    if status["status"] != "ok" or not (run_dir / "summary.json").exists():
+        raise LaunchError(f"the run failed: {status.get('error')}; no summary.json in {run_dir}. "
+                          f"Command: {shlex.join(cmd)}; SuperLink log: {link.log_path}")
 
 
 # Flower's start-up chatter that says nothing about the experiment (each line once is too many)
@@ -198,27 +213,3 @@ def _is_noise(line: str) -> bool:
     if not text or text.endswith("INFO :") or text.endswith("INFO \x1b[0m:"):
         return True
     return any(marker in text for marker in _NOISE)
-
-
-def _run_filtered(cmd: list[str], env: dict[str, str], limit: float, link: SimulationSuperLink) -> int:
-    """Run ``flwr run``, passing its output through without Flower's start-up noise."""
-    deadline = time.monotonic() + limit
-    proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1)
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            if not _is_noise(line):
-                sys.stdout.write(line)
-                sys.stdout.flush()
-            if time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(cmd, limit)
-        return proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired as exc:
-        proc.kill()
-        link.stop()
-        raise LaunchError(f"the run did not finish within {limit:.0f} s; SuperLink stopped") from exc
-
-
-def _toml_str(s: str) -> str:
-    return "'" + s.replace("'", "") + "'"

@@ -3,14 +3,16 @@
 Composes ``simulations/conf``, validates it before anything starts, and runs the
 experiment as a real Flower simulation (``backend=local``: :mod:`simulations.launch`) or
 in this process (``backend=inprocess``: :mod:`simulations.inprocess`). ``-m`` runs a
-grid, one run folder per job: a failed job leaves ``error.txt`` in its folder and
-a ``failed`` line in ``<sweep dir>/index.jsonl``, and the grid goes on; the exit
-code is 0 unless every job failed (then 1). ``resume=<run folder>`` continues a
+grid, one run folder per job, all on one warm Flower simulation (:mod:`simulations.pool`:
+SuperLink, Ray and client actors started once): a failed job leaves ``error.txt`` in its
+folder and a ``failed`` line in ``<sweep dir>/index.jsonl``, and the grid goes on; the
+exit code is 0 unless every job failed (then 1). ``resume=<run folder>`` continues a
 killed run from its latest checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -142,9 +144,14 @@ def cli() -> None:
     except FedCLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    if "-m" in args or "--multirun" in args:
+    multirun = "-m" in args or "--multirun" in args
+    if multirun:
         grid.export_sweep_shape(args)
-    main()
+    # a grid's jobs (Hydra's basic launcher runs them in this process) share one Flower simulation
+    from simulations.pool import warm
+
+    with warm() if multirun else contextlib.nullcontext():
+        main()
     if grid.LAST_GRID and grid.LAST_GRID.get("ok", 0) == 0:
         sys.exit(1)
 

@@ -8,7 +8,9 @@
   federation.num-clients=10 train.lr=0.1``, hyphens for underscores) and ``overrides``
   (any Hydra override strings) are composed from ``simulations/conf`` exactly as the Hydra
   launcher does;
-* ``run-dir``: where outputs go (default ``runs/<timestamp>``).
+* ``run-dir``: where outputs go (default ``runs/<timestamp>``);
+* ``job-queue``: a folder of runs to serve one after the other in this one Flower run (warm grids:
+  :mod:`strategies.server.jobs`, written by ``simulations/pool.py``); the keys above are then unused.
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ from flwr.serverapp import Grid, ServerApp
 import fedcl.packages  # noqa: F401 - before any other project module: the packages in one order
 from fedcl.checkpoint import load_run_config
 from fedcl.config import Config, compose, load, run_config_overrides, validate
+from strategies.server.jobs import QUEUE_KEY, serve_queue
 from strategies.server.loop import run_federation
 from strategies.server.progress import quiet_flower_logs
 
 app = ServerApp()
+# a queued job names only its config file and folder; the other keys [tool.flwr.app.config] declares are unset
+EMPTY_RUN_CONFIG: dict[str, Any] = {"config-file": "", "experiment": "", "run-dir": ""}
 
 
 def load_config(run_config: dict[str, Any]) -> Config:
@@ -59,8 +64,18 @@ def main(grid: Grid, context: Context) -> None:
     """ServerApp entry point."""
     logging.getLogger("flwr").propagate = False
     quiet_flower_logs()
-    cfg = load_config(dict(context.run_config))
-    run_dir = resolve_run_dir(cfg, dict(context.run_config))
+    queue = str(context.run_config[QUEUE_KEY])  # declared in pyproject.toml ("": no queue)
+    if queue:
+        serve_queue(grid, Path(queue), run_job)
+        return
+    run_job(grid, dict(context.run_config))
+
+
+def run_job(grid: Grid, run_config: dict[str, Any]) -> None:
+    """One run: its config (``config-file`` / ``experiment`` / ``overrides``...), its folder, the round loop."""
+    run_config = {**EMPTY_RUN_CONFIG, **run_config}
+    cfg = load_config(run_config)
+    run_dir = resolve_run_dir(cfg, run_config)
     try:
         run_federation(grid, cfg, run_dir)
     except Exception:

@@ -47,9 +47,20 @@ class _Base:
     data: ImageData | None = field(default=None, compare=False)  # what the reader found (data check)
 
 
+_STATS_CHUNK = 1 << 20  # pixels per bincount: its int64 copy stays in cache (4x less CPU than one 47M-pixel pass)
+
+
 def _uint8_stats(x: np.ndarray) -> tuple[float, float]:
-    """Mean and std of uint8 pixels on the [0, 1] scale, via a histogram (no float copy of the data)."""
-    counts = np.bincount(x.ravel(), minlength=256).astype(np.float64)
+    """Mean and std of uint8 pixels on the [0, 1] scale, via a histogram (no float copy of the data).
+
+    Exact (integer counts), so the same normalisation whatever the chunking; every process
+    that loads the data (launcher, server, each Ray actor) pays it before round 1.
+    """
+    flat = x.reshape(-1)
+    counts_int = np.zeros(256, dtype=np.int64)
+    for start in range(0, flat.size, _STATS_CHUNK):
+        counts_int += np.bincount(flat[start : start + _STATS_CHUNK], minlength=256)
+    counts = counts_int.astype(np.float64)
     values = np.arange(256) / 255.0
     mean = float((counts * values).sum() / counts.sum())
     var = float((counts * (values - mean) ** 2).sum() / counts.sum())

@@ -32,8 +32,12 @@ from fedcl.models import build_model
 from fedcl.seeding import seed_globals, torch_generator
 from fedcl.trainer import TrainConfig, pick_device, train_local
 
+# trains one round's clients: (round, client ids, global weights) -> (weights, examples) per client, in client order
+RoundTrainer = Callable[[int, list[int], dict[str, np.ndarray]], list[tuple[dict[str, np.ndarray], int]]]
 
-def plain_federation(cfg: Config, on_round: Callable[[int], None] | None = None) -> dict[str, Any]:
+
+def plain_federation(cfg: Config, on_round: Callable[[int], None] | None = None,
+                     train_round: RoundTrainer | None = None) -> dict[str, Any]:
     """Run ``cfg`` (a validated config with ``strategy=fedavg``) in this process; return the summary.
 
     Parameters
@@ -42,13 +46,13 @@ def plain_federation(cfg: Config, on_round: Callable[[int], None] | None = None)
         Resolved experiment config.
     on_round : callable, optional
         Called with the round number after each round (the benchmark times the first one).
+    train_round : callable, optional
+        Trains a round's clients elsewhere (``plain_parallel.py``: worker processes); default: here, one by one.
     """
     from strategies.fedavg import FCLFedAvg
     from strategies.server.evaluator import CentralEvaluator
 
-    t_start = time.perf_counter()
-    seed = cfg.seed
-    fed = cfg.federation
+    t_start, seed, fed = time.perf_counter(), cfg.seed, cfg.federation
     stream = build_stream(cfg.stream, fed.num_clients, seed)
     schedule = make_schedule(cfg.schedule, len(stream.tasks), fed.rounds_per_task, fed.num_clients, seed)
     device = pick_device(cfg.device)
@@ -66,9 +70,9 @@ def plain_federation(cfg: Config, on_round: Callable[[int], None] | None = None)
     task_end = {t: schedule.task_end_round(t) for t in range(len(stream.tasks))}
     for rnd in range(1, schedule.total_rounds + 1):
         t0 = time.perf_counter()
-        weighted: list[tuple[dict[str, np.ndarray], int]] = []
-        for c in sampler.sample_clients(rnd):
-            weighted.append(_client_round(cfg, stream, schedule, device, global_np, states, c, rnd, train_cfg))
+        clients = [int(c) for c in sampler.sample_clients(rnd)]
+        weighted = train_round(rnd, clients, global_np) if train_round is not None else [
+            _client_round(cfg, stream, schedule, device, global_np, states, c, rnd, train_cfg) for c in clients]
         if weighted:
             # FedAvg in client order, accumulated in float64 and cast back once (strategies/aggregation.py)
             total = float(sum(n for _, n in weighted))

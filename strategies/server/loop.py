@@ -19,8 +19,6 @@ import fedcl.keys as keys
 from fedcl.config import Config
 from fedcl.errors import ConfigError
 from fedcl.metrics.client_stats import state_bytes_row, state_bytes_summary
-from fedcl.metrics.plots import write_run_plots
-from fedcl.metrics.stream_plots import write_stream_outputs
 from strategies.server.build import Run, build_run
 from strategies.server.checkpoints import fresh_run_dir, resume
 from strategies.server.rounds import send_train_round
@@ -132,6 +130,10 @@ def _finish(run: Run, first_round: int) -> dict[str, Any]:
             extra[key] = {**extra[key], **value} if isinstance(extra.get(key), dict) else value
     summary = tracker.write_summary({**extra, "config": cfg.dump()})
     torch.save({"arrays": run.arrays.to_torch_state_dict(), "strategy": strategy.state_dict()}, run_dir / "final.pt")
+    # imported here, after the last round: matplotlib is ~0.3 s of CPU the first round need not wait for
+    from fedcl.metrics.plots import write_run_plots
+    from fedcl.metrics.stream_plots import write_stream_outputs
+
     plots = cfg.output.plots
     if plots:
         write_run_plots(tracker, run_dir)

@@ -185,3 +185,16 @@ def test_real_fashion_mnist_stream() -> None:
     assert stream.in_shape == (1, 28, 28) and stream.num_classes == 10
     assert len(stream.task_indices(0, "train")) == 12000
     assert x.dtype == torch.float32 and set(y.tolist()) <= {0, 1}
+
+
+def test_uint8_stats_in_chunks_equal_the_float_mean_and_std(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: pixels over several chunks, the last one partial
+    from fedcl.data import base
+
+    monkeypatch.setattr(base, "_STATS_CHUNK", 1000)
+    x = np.random.default_rng(0).integers(0, 256, size=(7, 30, 17), dtype=np.uint8)
+    # Execute
+    mean, std = base._uint8_stats(x)
+    # Assert: every pixel counted once
+    ref = x.astype(np.float64) / 255.0
+    assert mean == pytest.approx(ref.mean(), abs=1e-12) and std == pytest.approx(ref.std(), abs=1e-12)
