@@ -164,6 +164,16 @@ class PrivateAveraging(RoundHook):
             self.epsilon = self.accountant.compose(self.last_noise_multiplier, max(released, 1))
         return arrays, metrics
 
+    def account_release(self, noise_multiplier: float, sample_size: int) -> float:
+        """Compose a Gaussian release made outside the averaging step (``strategy=analytic``'s noisy sums).
+
+        Checks ``max_epsilon`` first; the epsilon reported every round then covers it too.
+        """
+        self.accountant.check(noise_multiplier, max(sample_size, 1))
+        self.last_noise_multiplier = noise_multiplier
+        self.epsilon = self.accountant.compose(noise_multiplier, max(sample_size, 1))
+        return self.epsilon
+
     def _effective_noise(self, received: int, sampled: int) -> float:
         """The noise multiplier of the released sum.
 

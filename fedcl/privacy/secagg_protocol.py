@@ -17,6 +17,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, MessageType, MetricRecord, RecordDict
 
 import fedcl.keys as keys
+from fedcl.analytic.messages import ANALYTIC_TYPE
 from fedcl.config.schema import SecAgg
 from fedcl.errors import ClientReplyError
 from fedcl.fot.protocol import GPSE_TYPE
@@ -24,7 +25,7 @@ from fedcl.unlearning.protocol import FISHER_KEYS, UNLEARN_TYPE
 
 LAYOUT = "fedcl-secagg-layout"  # clear-text metric of the legacy FitRes: names and shapes only
 MAX_WEIGHT = "fedcl-secagg-max-weight"  # the run's bound on num-examples, added to the client's ConfigRecord
-SECURED_TYPES = {MessageType.TRAIN, GPSE_TYPE, UNLEARN_TYPE}
+SECURED_TYPES = {MessageType.TRAIN, GPSE_TYPE, UNLEARN_TYPE, ANALYTIC_TYPE}
 
 
 def vectorize(
