@@ -17,7 +17,13 @@ from fedcl.analytic import Statistics
 from fedcl.analytic import messages as protocol
 from fedcl.analytic.features import RandomExpansion, backbone_dim, backbone_of, load_backbone
 from fedcl.analytic.head import accept_analytic_states, head_state
-from fedcl.analytic.privacy import add_gaussian_noise, client_sensitivity, secagg_error, secagg_ranges
+from fedcl.analytic.privacy import (
+    add_gaussian_noise,
+    client_sensitivity,
+    sample_sensitivity,
+    secagg_error,
+    secagg_ranges,
+)
 from fedcl.analytic.server import AnalyticState
 from fedcl.client.instruction import query_config
 from fedcl.config.schema import AnalyticStrategy
@@ -114,6 +120,7 @@ class Analytic(FCLFedAvg):
         self._shares: dict[int, list[int]] = {}  # this statistics round's (client -> tasks)
         self._scale = (1.0, 1.0, 1.0)  # this statistics round's SecAgg+ factors
         self._freeze_queried = False
+        self._round = 0  # the latest round configured (coverage counts the tasks seen up to it)
 
     # ---- the model the server evaluates -----------------------------------------------------
     def server_model(self, model: nn.Module) -> nn.Module:
@@ -160,7 +167,7 @@ class Analytic(FCLFedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> list[Message]:
         """FedAvg's messages in the base rounds; afterwards the statistics queries of the sampled clients."""
-        self._grid = grid
+        self._grid, self._round = grid, server_round
         if server_round <= self.freeze_round:
             if server_round == 1:
                 arrays = self._with_loaded_backbone(arrays)
@@ -290,7 +297,9 @@ class Analytic(FCLFedAvg):
         """Central DP: Gaussian noise of the clients' sensitivity on the summed statistics; one accounted release."""
         assert self.dp is not None and self.dp.noise_multiplier is not None and self.st.feature_bound is not None
         z = self.dp.noise_multiplier
-        sens = client_sensitivity(self.st.feature_bound, self._reply_bound(shares))
+        bound = self.st.feature_bound
+        sens = sample_sensitivity(bound) if self.st.dp_unit == "sample" else \
+            client_sensitivity(bound, self._reply_bound(shares))
         gen = torch_generator(self.seed, "analytic-dp", purpose, server_round)
         gram, cross = add_gaussian_noise(stats.gram, stats.cross, z * sens.joint, gen)
         averager = self.averager
@@ -350,7 +359,7 @@ class Analytic(FCLFedAvg):
     def coverage(self) -> float:
         """Samples of the ledger's shares / samples of every (non-forgotten client, task it has been on)."""
         total = held = 0
-        last = max(self.schedule.total_rounds, 1)
+        last = max(self._round, 1)
         for c in range(self.num_clients):
             if c in self.analytic.forgotten_clients:
                 continue
@@ -371,6 +380,7 @@ class Analytic(FCLFedAvg):
             "stats_seconds": self.stats_seconds, "solve_seconds": self.solve_seconds,
             "secagg_gram_error": self.secagg_gram_error, "samples": self.analytic.samples(),
             "statistics_rounds": self.analytic.statistics_rounds, "expansion_dim": self.st.expansion_dim,
+            "coverage": self.coverage(), "dp_unit": self.st.dp_unit if self.dp is not None else "none",
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

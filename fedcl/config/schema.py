@@ -219,7 +219,12 @@ class AnalyticStrategy(FedAvgStrategy):
     ]
     max_samples: Annotated[
         int | None,
-        Field(ge=1, description="null (a client's whole data) or an integer >= 1 (samples per client and reply)"),
+        Field(ge=1, description="null (a client's whole data) or an integer >= 1 (samples per client and task)"),
+    ]
+    dp_unit: Annotated[
+        Literal["sample", "client"],
+        Field(description="'sample' (one sample's features, norm <= feature_bound) or 'client' (all of one "
+                          "client's samples in a release)"),
     ]
 
 
