@@ -74,12 +74,12 @@ ANALYTIC_RUN = ("backend=inprocess", "strategy=analytic", f"strategy.expansion_d
 
 def run_analytic(run_dir: Any, *overrides: str, grid: Any = None) -> dict[str, Any]:
     """A tiny synthetic ``strategy=analytic`` run (checkpoints at every task end); its summary."""
+    from pathlib import Path
+
     from fedcl.config import compose
     from simulations.inprocess import InProcessGrid
     from strategies.server.loop import run_federation
     from tests.conftest import synthetic_overrides
-
-    from pathlib import Path
 
     cfg = compose(synthetic_overrides(*ANALYTIC_RUN, *overrides))
     Path(run_dir).mkdir(parents=True, exist_ok=True)
