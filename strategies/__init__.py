@@ -13,4 +13,5 @@ STRATEGIES: Registry[Any] = Registry("strategy.name", {
     "fedavg": "strategies.fedavg:FCLFedAvg",
     "fedprox": "strategies.fedavg:FCLFedAvg",
     "fot": "strategies.fot:FOT",
+    "analytic": "strategies.analytic:Analytic",
 })

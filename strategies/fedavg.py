@@ -9,6 +9,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
+from torch import nn
 
 import fedcl.keys as keys
 from fedcl.client.instruction import train_config
@@ -101,6 +102,10 @@ class FCLFedAvg(FedAvg):
     def set_client_config(self, key: str, value: Any) -> None:
         """Add ``key: value`` to every client's train config from now on."""
         self._client_config[key] = value
+
+    def server_model(self, model: nn.Module) -> nn.Module:
+        """The model the server loads global arrays into (evaluation, unlearning): ``model`` itself here."""
+        return model
 
     # ---- client selection -------------------------------------------------
     def eligible_clients(self, server_round: int) -> list[int]:

@@ -189,6 +189,18 @@ class PrivateAveraging(RoundHook):
         """The current clipping norm (adaptive clipping moves it)."""
         return float(getattr(self.wrapper, "clipping_norm", self.dp.clipping_norm))
 
+    def account_release(self, noise_multiplier: float, sample_size: int) -> float:
+        """Compose a Gaussian release made outside the averaging step (``strategy=analytic``'s noisy sums).
+
+        Checks ``max_epsilon`` first; the epsilon reported every round then covers it too. Every
+        client that holds statistics is summed, so no subsampling amplification is claimed.
+        """
+        release = Release(noise_multiplier, max(sample_size, 1), max(sample_size, 1), kind="analytic")
+        self.accountant.check(release)
+        self.last_noise_multiplier = noise_multiplier
+        self.epsilon = self.accountant.compose(release)
+        return self.epsilon
+
     # ---- FOT's GPSE sums (fedcl/privacy/gpse.py) ----------------------------------------------
     def release_gpse(self, task_id: int, sums: GpseSums, clients: int, max_samples: int) -> GpseSums:
         """FOT's summed sketches and ratio statistics with Gaussian noise, composed as one release.

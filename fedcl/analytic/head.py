@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fedcl.analytic.features import RandomExpansion, backbone_dim
+from fedcl.analytic.features import ACTIVATIONS, RandomExpansion, backbone_dim
 
 # Logit of a class with no training data (never seen, or forgotten). Finite on purpose: -inf
 # would turn a cross-entropy on that class, or p log p in a membership-inference feature, into
@@ -54,6 +54,9 @@ class AnalyticHead(nn.Module):
             mask.fill_(MASKED_LOGIT)
             mask[torch.as_tensor(list(active_classes), dtype=torch.long)] = 0.0
         self.register_buffer("mask", mask)
+        # the activation travels with the head's state, so a state dict alone rebuilds it (load_analytic_state)
+        self.activation: torch.Tensor
+        self.register_buffer("activation", torch.tensor(ACTIVATIONS.index(expansion.activation), dtype=torch.int64))
         for p in self.parameters():
             p.requires_grad_(False)
 
@@ -89,3 +92,52 @@ def install_head(
 def active_classes(class_counts: torch.Tensor) -> list[int]:
     """Classes with at least one sample in the sums (what ACIL's growing head would hold)."""
     return [int(c) for c in torch.nonzero(class_counts > 0.5).flatten().tolist()]
+
+
+HEAD_WEIGHT = "head.weight"  # the state-dict key that marks a model state holding an analytic head
+HEAD_EXPANSION = "head.expansion.weight"
+HEAD_ACTIVATION = "head.activation"
+
+
+def head_state(expansion: RandomExpansion, weight: torch.Tensor,
+               active_classes: Sequence[int] | None) -> dict[str, torch.Tensor]:
+    """The ``head.*`` entries of a model state whose head is the :class:`AnalyticHead` of ``weight`` (CPU)."""
+    head = AnalyticHead(expansion.to("cpu"), weight.detach().cpu(), active_classes)
+    return {f"head.{k}": v for k, v in head.state_dict().items()}
+
+
+def _switch_head(module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str, *_: object) -> None:
+    """``load_state_dict`` pre-hook: give ``module`` the analytic head the incoming state holds.
+
+    A state with ``head.weight`` (an analytic head: expansion, solution, mask, activation)
+    replaces a model's :class:`~fedcl.models.Heads` (or an analytic head of other
+    shapes) before the tensors are copied, so the server's evaluator and unlearning
+    evaluation load the global model of ``strategy=analytic`` like any other. A state with
+    an ordinary head loads into a model that still has one; going back is refused.
+    """
+    key = prefix + HEAD_WEIGHT
+    if key not in state_dict:
+        if isinstance(getattr(module, "head", None), AnalyticHead):
+            raise ValueError("this model holds an analytic head; a state with an ordinary head cannot be loaded "
+                             "into it (strategy=analytic freezes its backbone and never goes back)")
+        return
+    weight = state_dict[key]
+    expansion_weight = state_dict[prefix + HEAD_EXPANSION]
+    current = getattr(module, "head", None)
+    if isinstance(current, AnalyticHead) and current.weight.shape == weight.shape \
+            and current.expansion.weight.shape == expansion_weight.shape:
+        return
+    activation = ACTIVATIONS[int(state_dict[prefix + HEAD_ACTIVATION])]
+    d_b, d_e = expansion_weight.shape
+    expansion = RandomExpansion(int(d_b), int(d_e), activation, seed=0)  # the weight comes from the state
+    install_head(module, expansion, weight)
+
+
+def accept_analytic_states(model: nn.Module) -> nn.Module:
+    """Let ``model`` load states that hold an analytic head (see :func:`_switch_head`); returns ``model``.
+
+    The hook is registered with the module itself as argument, so a ``copy.deepcopy`` of
+    the model (the unlearning evaluation's copy) keeps it.
+    """
+    model.register_load_state_dict_pre_hook(_switch_head)
+    return model

@@ -15,6 +15,8 @@ from flwr.clientapp import ClientApp
 
 import fedcl.keys as keys
 import fedcl.packages  # noqa: F401 - before any other project module: the packages in one order
+from fedcl.analytic import client as analytic
+from fedcl.analytic.messages import ANALYTIC, ANALYTIC_TYPE
 from fedcl.client import train
 from fedcl.client.instruction import TRAIN, Instruction, action_of, parse
 from fedcl.fot import client as gpse
@@ -29,6 +31,7 @@ HANDLERS: dict[str, Handler] = {
     TRAIN: train.handle,
     GPSE_TYPE: gpse.handle,
     UNLEARN_TYPE: unlearning.handle,
+    ANALYTIC_TYPE: analytic.handle,
 }
 
 
@@ -55,6 +58,11 @@ def _gpse(msg: Message, context: Context) -> Message:
 
 @app.query(UNLEARN)
 def _unlearn(msg: Message, context: Context) -> Message:
+    return dispatch(msg, context)
+
+
+@app.query(ANALYTIC)
+def _analytic(msg: Message, context: Context) -> Message:
     return dispatch(msg, context)
 
 

@@ -126,6 +126,7 @@ def check_combinations(cfg: Config) -> None:
     _schedule(cfg)
     _privacy(cfg)
     _unlearning(cfg)
+    _analytic(cfg)
 
 
 def _methods(cfg: Config) -> None:
@@ -330,3 +331,10 @@ def _unlearning(cfg: Config) -> None:
     name = cfg.unlearning_name
     _req(name == "none" or bool(reqs), "unlearning.requests", ucfg["requests"],
          f"at least one {{round, kind, target}} request for unlearning={name}")
+
+
+def _analytic(cfg: Config) -> None:
+    """``strategy=analytic`` / ``unlearning=analytic``: fedcl/analytic/rules.py."""
+    from fedcl.analytic.rules import check_analytic
+
+    check_analytic(cfg)

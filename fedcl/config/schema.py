@@ -297,7 +297,34 @@ class FOTStrategy(FedAvgStrategy):
     gpse_max_samples: PosInt
 
 
-Strategy = Annotated[FedAvgStrategy | FOTStrategy, Field(discriminator="name")]
+class AnalyticStrategy(FedAvgStrategy):
+    """Analytic keys (``strategies/analytic.py``, ``docs/analytic.md``); FedAvg's keys drive the base rounds."""
+
+    name: Literal["analytic"]  # type: ignore[assignment]
+    base_rounds: Annotated[
+        int | None,
+        Field(ge=0, description="null (every round of task 0; 0 with strategy.backbone) or an integer >= 0 of "
+                                "FedAvg rounds before the backbone is frozen"),
+    ]
+    backbone: Annotated[str | None, Field(description="null or a run's final.pt / checkpoint / state_dict file")]
+    expansion_dim: PosInt
+    activation: Annotated[Literal["relu", "tanh", "none"], Field(description="one of ['relu', 'tanh', 'none']")]
+    gamma: NonNegNum
+    feature_bound: Annotated[
+        float | None, Field(gt=0, description="null or a number > 0 (L2 clip of each sample's features)")
+    ]
+    max_samples: Annotated[
+        int | None,
+        Field(ge=1, description="null (a client's whole data) or an integer >= 1 (samples per client and task)"),
+    ]
+    dp_unit: Annotated[
+        Literal["sample", "client"],
+        Field(description="'sample' (one sample's features, norm <= feature_bound) or 'client' (all of one "
+                          "client's samples in a release)"),
+    ]
+
+
+Strategy = Annotated[FedAvgStrategy | FOTStrategy | AnalyticStrategy, Field(discriminator="name")]
 
 
 def strategy_params(strategy: FedAvgStrategy) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, MessageType, MetricRecord, RecordDict
 
 import fedcl.keys as keys
+from fedcl.analytic.messages import ANALYTIC_TYPE
 from fedcl.config.schema import SecAgg
 from fedcl.errors import ClientReplyError
 from fedcl.fot.protocol import GPSE_TYPE
@@ -29,7 +30,7 @@ from fedcl.unlearning.protocol import FISHER_KEYS, UNLEARN_TYPE
 
 LAYOUT = "fedcl-secagg-layout"  # clear-text metric of the legacy FitRes: names and shapes only
 MAX_WEIGHT = "fedcl-secagg-max-weight"  # the run's bound on num-examples, added to the client's ConfigRecord
-SECURED_TYPES = {MessageType.TRAIN, GPSE_TYPE, UNLEARN_TYPE}
+SECURED_TYPES = {MessageType.TRAIN, GPSE_TYPE, UNLEARN_TYPE, ANALYTIC_TYPE}
 # the payload kinds, each with its range ``privacy.secagg.ranges.<kind>``; the clip block has one flag per kind
 CLIP_KINDS = ("update", "sketch", "fisher", "stat")
 

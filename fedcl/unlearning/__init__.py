@@ -20,6 +20,7 @@ UNLEARNERS: Registry[Unlearner] = Registry("unlearning.name", {
     "ssd": "fedcl.unlearning.ssd:SSD",
     "ga": "fedcl.unlearning.ga:GradientAscent",
     "fed_eraser": "fedcl.unlearning.fed_eraser:FedEraser",
+    "analytic": "fedcl.unlearning.analytic:AnalyticUnlearner",
 })
 
 

@@ -122,6 +122,7 @@ def build_run(grid: Grid, cfg: Config, run_dir: Path) -> Run:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, stream.in_shape, stream.num_classes, stream.num_heads).to(device)
     strategy = build_strategy(cfg, schedule, str(run_dir / CLIENT_DIR))
+    model = strategy.server_model(model)  # strategy=analytic: loads its analytic head
     run_grid: Grid = RunGrid(grid, cfg.backend.pull_interval_s)
     hooks: list[RoundHook] = []
     if strategy.averager is not None:

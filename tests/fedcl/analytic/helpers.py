@@ -63,3 +63,61 @@ def union_features(model: nn.Module, exp: RandomExpansion, stream: Stream, pairs
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.linalg.norm(a - b) / torch.linalg.norm(b))
+
+
+# ---- whole runs of strategy=analytic (the real loop and ClientApp, in this process) ----------------------------
+ANALYTIC_RUN = ("backend=inprocess", "strategy=analytic", f"strategy.expansion_dim={EXPANSION_DIM}",
+                "quiet=true", "output.plots=false", "checkpoint.keep=0", "eval.subset_size=60")
+
+
+def run_analytic(run_dir: Any, *overrides: str, grid: Any = None) -> dict[str, Any]:
+    """A tiny synthetic ``strategy=analytic`` run (checkpoints at every task end); its summary."""
+    from pathlib import Path
+
+    from fedcl.config import compose
+    from simulations.inprocess import InProcessGrid
+    from strategies.server.loop import run_federation
+    from tests.conftest import synthetic_overrides
+
+    cfg = compose(synthetic_overrides(*ANALYTIC_RUN, *overrides))
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    grid = grid if grid is not None else InProcessGrid(cfg.federation.num_clients, client_threads=1)
+    return run_federation(grid, cfg, run_dir)
+
+
+def checkpoint(run_dir: Any, server_round: int) -> dict[str, Any]:
+    """The run's checkpoint after ``server_round`` (global arrays, strategy state)."""
+    from pathlib import Path
+
+    blob: dict[str, Any] = torch.load(Path(run_dir) / "checkpoints" / f"round-{server_round}.pt",
+                                      map_location="cpu", weights_only=False)
+    return blob
+
+
+def ledger_oracle(arrays: dict[str, torch.Tensor], stream: Stream, ledger: dict[str, list[int]],
+                  dropped: list[int] = (), clip: float | None = None, dim: int = EXPANSION_DIM,
+                  seed: int = SEED) -> tuple[torch.Tensor, MLP, RandomExpansion]:
+    """The centralised ridge solution on the union of the ledger's data, through the run's frozen backbone.
+
+    Independent of the strategy's sums: one pass over all the data (QR least squares).
+    """
+    model = MLP(stream.in_shape, stream.num_classes, hidden=[32], dropout=0.0, num_heads=stream.num_heads)
+    model.body.load_state_dict({k[len("body."):]: v for k, v in arrays.items() if k.startswith("body.")})
+    exp = RandomExpansion(backbone_dim(model), dim, "relu", seed)
+    pairs = [(t, int(c)) for c, ts in sorted(ledger.items(), key=lambda kv: int(kv[0])) for t in ts]
+    x, y = union_features(model, exp, stream, pairs)
+    if clip is not None:
+        from fedcl.analytic.privacy import clip_rows
+
+        x = clip_rows(x, clip)
+    keep = ~torch.isin(y, torch.as_tensor(list(dropped), dtype=y.dtype))
+    return ridge_oracle(x[keep], y[keep], stream.num_classes, GAMMA), model, exp
+
+
+def run_stream(cfg_overrides: tuple[str, ...] | list[str]) -> Stream:
+    """The stream a run of ``run_analytic(*cfg_overrides)`` used."""
+    from fedcl.config import compose
+    from tests.conftest import synthetic_overrides
+
+    cfg = compose(synthetic_overrides(*ANALYTIC_RUN, *cfg_overrides))
+    return build_stream(cfg.stream, cfg.federation.num_clients, cfg.seed)

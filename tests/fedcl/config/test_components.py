@@ -39,7 +39,8 @@ def test_every_method_yaml_lists_its_class_defaults(option: str) -> None:
 
 @pytest.mark.parametrize("option", group_options("unlearning"))
 def test_every_unlearning_yaml_lists_its_class_defaults(option: str) -> None:
-    cfg = compose(synthetic_overrides(f"unlearning={option}", *([REQUEST] if option != "none" else [])))
+    strategy = ["strategy=analytic"] if option == "analytic" else []  # unlearning=analytic needs its strategy
+    cfg = compose(synthetic_overrides(f"unlearning={option}", *([REQUEST] if option != "none" else []), *strategy))
     assert unlearning_params(cfg.unlearning) == _defaults(UNLEARNERS.get(option))
 
 
