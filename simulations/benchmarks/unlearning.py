@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,9 @@ def _write(args: argparse.Namespace, out: Path, seconds: float) -> None:
     sections = [table(out, s, args.seeds, args.access, args.methods) for s in args.scenarios]
     text = (f"# Federated unlearning in the stream (Split Fashion-MNIST, protocol `{args.protocol}`)\n\n"
             f"Command: `{cmd}`\n\nProtocol: `{' '.join(PROTOCOLS[args.protocol])}`, request after round "
-            f"{_round(args.protocol)}; machine: {machine()}; this invocation {seconds:.0f} s.\n\n"
+            f"{_round(args.protocol)}; machine: {machine()}; this invocation {seconds:.0f} s; written "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f} (1 min) / "
+            f"{os.getloadavg()[2]:.1f} (15 min).\n\n"
             + "\n\n".join(sections) + "\n")
     path = Path(__file__).parent / "results" / "unlearning.md"
     path.parent.mkdir(parents=True, exist_ok=True)
