@@ -29,14 +29,21 @@ from fedcl.models import build_model
 from fedcl.seeding import numpy_rng, seed_globals
 from fedcl.threads import match_torch_threads
 from fedcl.trainer import pick_device
+from fedcl.unlearning.data import Exclusions
 
 CAP_TAG = 7  # numpy_rng tag of the per-(client, task) subset under strategy.max_samples
 
 
-def task_samples(stream: Stream, task: int, client: int, max_samples: int | None, seed: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A client's data of one task, capped at ``max_samples`` by a subset seeded by (seed, client, task)."""
+def task_samples(stream: Stream, task: int, client: int, max_samples: int | None, seed: int,
+                 excl: Exclusions | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A client's data of one task, capped at ``max_samples`` by a subset seeded by (seed, client, task).
+
+    ``excl``: the run's exclusions; its held-out part (the membership-inference non-members of a run
+    with deletion requests, ``unlearning.holdout``) never enters the statistics, as it never trains.
+    """
     x, y = stream.client_data(task, client)
+    if excl is not None:
+        x, y, _ = excl.training_data(x, y, task, client)
     if max_samples is None or x.shape[0] <= max_samples:
         return x, y
     idx = np.sort(numpy_rng(seed, CAP_TAG, client, task).permutation(x.shape[0])[:max_samples])
@@ -45,11 +52,11 @@ def task_samples(stream: Stream, task: int, client: int, max_samples: int | None
 
 
 def query_data(stream: Stream, query: Query, client: int, dropped: list[int], max_samples: int | None,
-               seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+               seed: int, excl: Exclusions | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The samples a query covers: its tasks, minus ``dropped`` classes, only ``query.only_classes`` if any."""
     xs, ys = [], []
     for t in query.tasks:
-        x, y = task_samples(stream, t, client, max_samples, seed)
+        x, y = task_samples(stream, t, client, max_samples, seed, excl)
         keep = torch.ones_like(y, dtype=torch.bool)
         if dropped:
             keep &= ~torch.isin(y, torch.as_tensor(dropped, dtype=y.dtype, device=y.device))
@@ -80,7 +87,8 @@ def handle(msg: Message, context: Context, instr: Instruction) -> Message:
     backbone_of(model).load_state_dict({k[len("body."):]: v for k, v in body.to_torch_state_dict().items()})
     model = model.to(device)
     expansion = RandomExpansion(backbone_dim(model), st.expansion_dim, st.activation, cfg.seed)
-    x, y = query_data(stream, query, instr.client_id, instr.forget_classes, st.max_samples, cfg.seed)
+    x, y = query_data(stream, query, instr.client_id, instr.forget_classes, st.max_samples, cfg.seed,
+                      Exclusions.of_run(cfg))
     stats = client_statistics(model, expansion, x, y, stream.num_classes, batch_size=cfg.eval.batch_size,
                               clip_bound=st.feature_bound)
     if not query.release_counts:

@@ -19,7 +19,7 @@ from fedcl.seeding import torch_generator
 from fedcl.state import open_store
 from fedcl.trainer import TrainConfig, train_local
 from fedcl.unlearning import protocol as unlearn
-from fedcl.unlearning.client import drop_classes
+from fedcl.unlearning.data import Exclusions, sample_rows
 
 
 def handle(msg: Message, context: Context, instr: Instruction) -> Message:
@@ -38,11 +38,14 @@ def handle(msg: Message, context: Context, instr: Instruction) -> Message:
     if forget:
         # samples of a forgotten class stored before the request must not be replayed either
         method.forget_classes(forget)
+    excl = unlearn.exclusions(instr)
+    if excl.samples.get(instr.client_id):  # the same for forgotten samples (sample-level requests)
+        method.forget_samples(sample_rows(ws.stream, excl.samples, instr.client_id))
     seen: list[int] = list(saved.get("seen_tasks", []))
     new_task = instr.task_id not in seen
     if new_task:
         seen.append(instr.task_id)
-    ctx = task_context(msg, instr, ws, seen, forget)
+    ctx = task_context(msg, instr, ws, seen, excl)
     if new_task:
         method.before_task(ctx)
     result = train_local(method, ctx, TrainConfig(
@@ -58,14 +61,16 @@ def handle(msg: Message, context: Context, instr: Instruction) -> Message:
     return Message(content=faults.after_train(content), reply_to=msg)
 
 
-def task_context(msg: Message, instr: Instruction, ws: Workspace, seen: list[int], forget: list[int]) -> TaskContext:
-    """What the method's hooks may read this round (the client's data with served class requests dropped)."""
+def task_context(msg: Message, instr: Instruction, ws: Workspace, seen: list[int], excl: Exclusions) -> TaskContext:
+    """What the method's hooks may read this round (the client's data without held-out and forgotten samples)."""
     stream, device, client, rnd = ws.stream, ws.device, instr.client_id, instr.server_round
 
     def data(t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # stream.augment crops / flips what the client trains on, seeded by (seed, client, round, task)
+        # stream.augment crops / flips what the client trains on, seeded by (seed, client, round, task);
+        # it keeps the rows in place, so the exclusions' sample positions still apply
         x, y = stream.train_data(t, client, rnd)
-        return drop_classes(x.to(device), y.to(device), forget)
+        x, y, _ = excl.training_data(x.to(device), y.to(device), t, client)
+        return x, y
 
     x, y = data(instr.task_id)
     return TaskContext(

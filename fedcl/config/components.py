@@ -109,6 +109,20 @@ def validate_schedule_options(value: Any) -> dict[str, Any]:
     return {"name": name, **check_params(SCHEDULES.get(name), params, "schedule", SCHEDULE_ARGS)}
 
 
+def _unlearning_access(value: Any) -> None:
+    """``unlearning.data_access`` / ``holdout`` / ``forget_sets``: what clients hold, the non-members, chosen sets."""
+    da, ho, fs = value["data_access"], value["holdout"], value["forget_sets"]
+    if da not in ("history", "buffer"):
+        raise ConfigError("unlearning.data_access", da, "history (every seen task's data) or buffer (the current "
+                          "task's data and the replay buffer: what a continual client holds)")
+    if isinstance(ho, bool) or not isinstance(ho, (int, float)) or not 0 <= ho < 1:
+        raise ConfigError("unlearning.holdout", ho, "a fraction in [0, 1) of every client's data held out of "
+                          "training as membership-inference non-members (0.1 by default)")
+    if fs is not None and not isinstance(fs, str):
+        raise ConfigError("unlearning.forget_sets", fs, "null or the path of a forget-sets.json written by an "
+                          "earlier run of this config (<run>/unlearning/forget-sets.json)")
+
+
 def validate_unlearning_options(value: Any) -> dict[str, Any]:
     """``unlearning``: the method name, the requests and evaluation keys, and the method's own options."""
     from fedcl.unlearning import COMMON_KEYS, UNLEARNERS
@@ -122,6 +136,7 @@ def validate_unlearning_options(value: Any) -> dict[str, Any]:
         raise ConfigError("unlearning.oracle_dir", od, "null or the folder of a finished unlearning=retrain run")
     if isinstance(es, bool) or not isinstance(es, int) or es < 1:
         raise ConfigError("unlearning.eval_samples", es, "an integer >= 1 (samples per forget / retain / test set)")
+    _unlearning_access(value)
     cls = UNLEARNERS.get(name)
     options = check_params(cls, params, "unlearning")
     construct(cls, options, "unlearning")

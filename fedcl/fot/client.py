@@ -26,6 +26,7 @@ from fedcl.fot import protocol
 from fedcl.privacy import gpse as dp_gpse
 from fedcl.seeding import torch_generator
 from fedcl.subspace import empty_basis, layer_inputs, projectable_layers, residual, sketch
+from fedcl.unlearning import protocol as unlearn
 
 
 def gpse_statistics(
@@ -80,7 +81,9 @@ def handle(msg: Message, context: Context, instr: Instruction) -> Message:
     The server only ever needs their sums, so the reply can go through secure aggregation.
     """
     ws = workspace(instr, msg)
-    x, _ = ws.stream.client_data(instr.task_id, instr.client_id)
+    # held-out non-members and forgotten classes / samples of an unlearning run never shape the bases either
+    x, _, _ = unlearn.exclusions(instr).training_data(*ws.stream.client_data(instr.task_id, instr.client_id),
+                                                        instr.task_id, instr.client_id)
     fot = instr.cfg.strategy
     assert isinstance(fot, FOTStrategy), "a GPSE query under a strategy other than FOT"
     sketches, stats = gpse_statistics(

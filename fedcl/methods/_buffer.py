@@ -7,6 +7,15 @@ from typing import Any
 import torch
 
 
+def rows_in(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """True for the rows of ``x`` that equal a row of ``reference`` (exact bytes: a stored copy of a sample)."""
+    if x.shape[0] == 0 or reference.shape[0] == 0:
+        return torch.zeros(x.shape[0], dtype=torch.bool)
+    ref = {r.tobytes() for r in reference.detach().cpu().reshape(reference.shape[0], -1).numpy()}
+    rows = x.detach().cpu().reshape(x.shape[0], -1).numpy()
+    return torch.tensor([r.tobytes() in ref for r in rows], dtype=torch.bool)
+
+
 class ReservoirBuffer:
     """Episodic memory filled by reservoir sampling (Vitter, 1985).
 
@@ -127,6 +136,20 @@ class ReservoirBuffer:
                     setattr(self, key, value[keep].clone())
             if self.y is not None and self.y.shape[0] == 0:
                 self.x = self.y = self.task_ids = self.logits = None
+        return removed
+
+    def drop_rows(self, drop: torch.Tensor) -> int:
+        """Remove the held samples where the boolean mask ``drop`` is True (forgotten samples); return how many."""
+        if self.y is None or not bool(drop.any()):
+            return 0
+        keep = ~drop.cpu()
+        removed = int(drop.sum())
+        for key in ("x", "y", "task_ids", "logits"):
+            value = getattr(self, key)
+            if value is not None:
+                setattr(self, key, value[keep].clone())
+        if self.y is not None and self.y.shape[0] == 0:
+            self.x = self.y = self.task_ids = self.logits = None
         return removed
 
     def state_dict(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from fedcl.methods._buffer import ReservoirBuffer
+from fedcl.methods._buffer import ReservoirBuffer, rows_in
 
 
 @dataclass
@@ -174,6 +174,21 @@ class CLMethod:
                 removed += value.drop_classes(classes)
             elif isinstance(value, CLMethod):
                 removed += value.forget_classes(classes)
+        return removed
+
+
+    def forget_samples(self, x: torch.Tensor) -> int:
+        """Drop stored copies of forgotten samples (rows equal to a row of ``x``); return how many.
+
+        The sample-level counterpart of :meth:`forget_classes` (a served ``random`` /
+        ``worst`` deletion request); the default purges every reservoir buffer.
+        """
+        removed = 0
+        for value in vars(self).values():
+            if isinstance(value, ReservoirBuffer) and value.x is not None:
+                removed += value.drop_rows(rows_in(value.x, x))
+            elif isinstance(value, CLMethod):
+                removed += value.forget_samples(x)
         return removed
 
 

@@ -77,3 +77,6 @@ class Composite(CLMethod):
 
     def forget_classes(self, classes: list[int]) -> int:
         return sum(m.forget_classes(classes) for m in self.parts.values())
+
+    def forget_samples(self, x: torch.Tensor) -> int:
+        return sum(m.forget_samples(x) for m in self.parts.values())

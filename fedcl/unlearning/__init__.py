@@ -2,8 +2,8 @@
 
 ``unlearning=ssd`` selects :class:`fedcl.unlearning.ssd.SSD`; its options are the
 constructor's keyword arguments, next to the group's own keys (``requests``,
-``oracle_dir``, ``eval_samples``). Deletion requests are served during the run by
-``strategies/unlearning.py``.
+``oracle_dir``, ``eval_samples``, ``data_access``, ``holdout``, ``forget_sets``).
+Deletion requests are served during the run by ``strategies/unlearning.py``.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ UNLEARNERS: Registry[Unlearner] = Registry("unlearning.name", {
     "ga": "fedcl.unlearning.ga:GradientAscent",
     "fed_eraser": "fedcl.unlearning.fed_eraser:FedEraser",
     "analytic": "fedcl.unlearning.analytic:AnalyticUnlearner",
+    "iau": "fedcl.unlearning.iau:IAU",
 })
 
 
-COMMON_KEYS = ("requests", "oracle_dir", "eval_samples")  # the group's own keys; the rest are the method's
+# the group's own keys; the rest are the method's
+COMMON_KEYS = ("requests", "oracle_dir", "eval_samples", "data_access", "holdout", "forget_sets")
 
 
 def unlearning_params(unlearning: dict[str, Any]) -> dict[str, Any]:

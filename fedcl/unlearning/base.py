@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import torch
 
+from fedcl.unlearning.data import Samples, encode_samples, merge_samples
 from fedcl.unlearning.requests import Request
 
 State = dict[str, torch.Tensor]
@@ -67,6 +68,15 @@ class UnlearnJob:
         The run's local learning rate.
     task_of_round : dict[int, int]
         The global task of every round so far (FedEraser replays stored rounds).
+    data_access : str
+        ``history`` (clients hold every seen task's data) or ``buffer`` (only their
+        current task's data and their replay buffer): ``unlearning.data_access``.
+    local_epochs : int
+        The run's local epochs per round (FedEraser's calibration is a fraction of it).
+    forget_samples : Samples
+        Samples forgotten now (sample-level requests), client -> task -> indices.
+    dropped_samples : Samples
+        Samples forgotten by earlier jobs.
     """
 
     requests: list[Request]
@@ -79,23 +89,35 @@ class UnlearnJob:
     dropped_classes: list[int]
     lr: float
     task_of_round: dict[int, int] = field(default_factory=dict)
+    data_access: str = "history"
+    local_epochs: int = 1
+    forget_samples: Samples = field(default_factory=dict)
+    dropped_samples: Samples = field(default_factory=dict)
 
     @property
     def holders(self) -> list[int]:
-        """Clients that may hold forget data: the leaving ones, plus everyone for a class request."""
+        """Clients that may hold forget data: the leaving ones, the samples' owners, everyone for a class request."""
         if self.forget_classes:
             return sorted(set(self.retain_clients) | set(self.forget_clients))
-        return list(self.forget_clients)
+        owners = {c for c, tasks in self.forget_samples.items() if any(tasks.values())}
+        return sorted(set(self.forget_clients) | owners)
 
     def forget_options(self, action: str, **extra: Any) -> dict[str, Any]:
-        """Query options over the forget / retain split of the seen tasks."""
-        return {"action": action, "tasks": list(self.seen_tasks), "forget_clients": list(self.forget_clients),
-                "forget_classes": list(self.forget_classes), "drop_classes": list(self.dropped_classes), **extra}
+        """Query options over the forget / retain split of the data each client may use (``data_access``)."""
+        return {"action": action, "tasks": list(self.seen_tasks), "access": self.data_access,
+                "forget_clients": list(self.forget_clients), "forget_classes": list(self.forget_classes),
+                "forget_samples": encode_samples(self.forget_samples), "drop_classes": list(self.dropped_classes),
+                "drop_samples": encode_samples(self.dropped_samples), **extra}
 
-    def retain_options(self, action: str, tasks: list[int], **extra: Any) -> dict[str, Any]:
-        """Query options over retain data only (everything forgotten so far is dropped)."""
-        return {"action": action, "tasks": list(tasks), "forget_clients": [], "forget_classes": [],
-                "drop_classes": sorted(set(self.dropped_classes) | set(self.forget_classes)), **extra}
+    def retain_options(self, action: str, tasks: list[int] | None = None, **extra: Any) -> dict[str, Any]:
+        """Query options over retain data only (everything forgotten so far is dropped).
+
+        ``tasks``: the tasks whose data is used (default: every seen task), within the access rule.
+        """
+        return {"action": action, "tasks": list(self.seen_tasks if tasks is None else tasks),
+                "access": self.data_access, "forget_clients": [], "forget_classes": [], "forget_samples": "",
+                "drop_classes": sorted(set(self.dropped_classes) | set(self.forget_classes)),
+                "drop_samples": encode_samples(merge_samples(self.dropped_samples, self.forget_samples)), **extra}
 
 
 class Unlearner:

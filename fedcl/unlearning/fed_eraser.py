@@ -56,20 +56,25 @@ class FedEraser(Unlearner):
     rounds, the global model and each client's update. To forget, it rebuilds the
     model from the first stored round: the first step aggregates the remaining
     clients' stored updates; at every later stored round the remaining clients train
-    the rebuilt model for ``calibration_epochs`` (a fraction of the normal local
-    training) on that round's task, and each calibrated update keeps the stored
-    update's norm with the new update's direction (layer-wise). For a class request
-    every client calibrates on its data without the class. It needs every client's
+    the rebuilt model for ``calibration_ratio`` times the run's local epochs
+    (``train.local_epochs``; the paper's ratio r = E_cali / E_loc, 0.5 in its
+    experiments) and each calibrated update keeps the stored update's norm with the new
+    update's direction (layer-wise). For a class or sample request every client
+    calibrates on its data without the forgotten samples. It needs every client's
     individual update, so it cannot run under secure aggregation
-    (``needs_individual_updates``). Continual caveat: calibration revisits the tasks of
-    the stored rounds, so clients must still hold old tasks' data.
+    (``needs_individual_updates``).
+
+    Data access: with ``unlearning.data_access=history`` calibration at a stored round
+    uses that round's task data; with ``buffer`` a client no longer has it and
+    calibrates on what it holds (its current task and its replay buffer) at every stored
+    round. The stored updates themselves are the server's history, whatever the rule.
 
     Parameters
     ----------
     interval : int, default 2
         Store the updates of every ``interval``-th round (Delta t in the paper).
-    calibration_epochs : float, default 0.5
-        Local passes per calibration round (paper: half the normal training).
+    calibration_ratio : float, default 0.5
+        Calibration training as a fraction of the normal local training (paper: 0.5).
     calibration_lr : float | None, default None
         Calibration learning rate (None: ``train.lr``).
     """
@@ -78,14 +83,15 @@ class FedEraser(Unlearner):
     needs_individual_updates = True
 
     def __init__(
-        self, interval: int = 2, calibration_epochs: float = 0.5, calibration_lr: float | None = None
+        self, interval: int = 2, calibration_ratio: float = 0.5, calibration_lr: float | None = None
     ) -> None:
         if not (isinstance(interval, int) and interval >= 1):
             raise ConfigError("unlearning.interval", interval, "an integer >= 1")
-        if not calibration_epochs > 0:
-            raise ConfigError("unlearning.calibration_epochs", calibration_epochs, "a number > 0")
+        if not 0 < calibration_ratio <= 1:
+            raise ConfigError("unlearning.calibration_ratio", calibration_ratio,
+                              "a number in (0, 1]: calibration epochs / train.local_epochs (paper: 0.5)")
         self.interval, self.calibration_lr = interval, calibration_lr
-        self.calibration_epochs = float(calibration_epochs)
+        self.calibration_ratio = float(calibration_ratio)
         self.history: list[_Stored] = []
         self.stored_bytes = 0
 
@@ -113,7 +119,8 @@ class FedEraser(Unlearner):
                 agg = weighted_update(kept)
             else:
                 task = job.task_of_round.get(h.server_round, job.current_task)
-                opts = job.retain_options("train", [task], epochs=self.calibration_epochs, lr=lr,
+                tasks = [task] if job.data_access == "history" else None  # buffer: whatever is held
+                opts = job.retain_options("train", tasks, epochs=self.calibration_ratio * job.local_epochs, lr=lr,
                                           salt=h.server_round, report_client=True)
                 replies = fed.individual("train", sorted(kept), model, opts)
                 rounds += 1

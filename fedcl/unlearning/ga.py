@@ -5,8 +5,6 @@ from __future__ import annotations
 from fedcl.errors import ConfigError
 from fedcl.unlearning.base import Federation, State, Unlearner, UnlearnJob
 
-REPAIR_TASKS = ("current", "seen")
-
 
 class GradientAscent(Unlearner):
     """The common federated-unlearning baseline: ascend the loss of the forget data, then repair.
@@ -30,26 +28,24 @@ class GradientAscent(Unlearner):
         FedAvg rounds on retain data after the ascent.
     repair_epochs : float, default 1.0
         Local passes per repair round.
-    repair_tasks : str, default "current"
-        ``current``: repair on the current task's data (what a continual client holds);
-        ``seen``: on every seen task's data.
     max_samples : int | None, default None
         Per client and task, samples used (None: all).
+
+    Data access: the ascent runs on the forget data each holder may use and the repair on
+    the retain data each remaining client may use, under ``unlearning.data_access``
+    (``history``: every seen task; ``buffer``: the current task and the replay buffer).
     """
 
     name = "ga"
 
     def __init__(self, ascent_epochs: float = 1.0, ascent_lr: float | None = None, max_loss: float | None = 3.0,
-                 repair_rounds: int = 2, repair_epochs: float = 1.0, repair_tasks: str = "current",
-                 max_samples: int | None = None) -> None:
+                 repair_rounds: int = 2, repair_epochs: float = 1.0, max_samples: int | None = None) -> None:
         if not ascent_epochs > 0:
             raise ConfigError("unlearning.ascent_epochs", ascent_epochs, "a number > 0")
         if not (isinstance(repair_rounds, int) and repair_rounds >= 0):
             raise ConfigError("unlearning.repair_rounds", repair_rounds, "an integer >= 0")
-        if repair_tasks not in REPAIR_TASKS:
-            raise ConfigError("unlearning.repair_tasks", repair_tasks, f"one of {list(REPAIR_TASKS)}")
         self.ascent_epochs, self.ascent_lr, self.max_loss = float(ascent_epochs), ascent_lr, max_loss
-        self.repair_rounds, self.repair_epochs, self.repair_tasks = repair_rounds, float(repair_epochs), repair_tasks
+        self.repair_rounds, self.repair_epochs = repair_rounds, float(repair_epochs)
         self.max_samples = max_samples
 
     def unlearn(self, state: State, job: UnlearnJob, fed: Federation) -> tuple[State, int]:
@@ -58,9 +54,8 @@ class GradientAscent(Unlearner):
                                   max_samples=self.max_samples)
         ascended, _ = fed.weighted_mean("ascent", job.holders, state, opts)
         new = ascended if ascended is not None else state
-        tasks = [job.current_task] if self.repair_tasks == "current" else list(job.seen_tasks)
         for i in range(self.repair_rounds):
-            ropts = job.retain_options("train", tasks, epochs=self.repair_epochs, lr=job.lr, salt=i + 1,
+            ropts = job.retain_options("train", epochs=self.repair_epochs, lr=job.lr, salt=i + 1,
                                        max_samples=self.max_samples)
             repaired, _ = fed.weighted_mean("train", job.retain_clients, new, ropts)
             if repaired is not None:

@@ -53,33 +53,31 @@ class SSD(Unlearner):
         large share of the data (a class of a 2-class task) ``full`` rarely selects anything.
     max_samples : int | None, default 256
         Per client and task, samples of each part used for the Fisher.
-    retain_tasks : str, default "current"
-        Retain Fisher over the ``current`` task's data (what a continual client holds)
-        or every ``seen`` task's. With ``seen``, old tasks that the global model has
-        already forgotten have large gradients everywhere, which inflates F_ref so that
-        nothing is selected (measured: simulations/benchmarks/results/unlearning.md).
+
+    Data access: both Fishers come from the same data, the data each client may use
+    under ``unlearning.data_access`` (``history``: every seen task; ``buffer``: the
+    current task and the replay buffer), so forget and reference importances are
+    comparable. (An earlier version took the forget Fisher over every seen task and
+    the reference over the current task only: a client request then dampened whatever
+    the old tasks needed.)
     """
 
     name = "ssd"
 
     def __init__(self, alpha: float = 10.0, lam: float = 1.0, reference: str = "retain",
-                 max_samples: int | None = 256, retain_tasks: str = "current") -> None:
+                 max_samples: int | None = 256) -> None:
         if not alpha > 0:
             raise ConfigError("unlearning.alpha", alpha, "a number > 0")
         if not lam > 0:
             raise ConfigError("unlearning.lam", lam, "a number > 0")
         if reference not in REFERENCES:
             raise ConfigError("unlearning.reference", reference, f"one of {list(REFERENCES)}")
-        if retain_tasks not in ("current", "seen"):
-            raise ConfigError("unlearning.retain_tasks", retain_tasks, "one of ['current', 'seen']")
         self.alpha, self.lam, self.reference, self.max_samples = float(alpha), float(lam), reference, max_samples
-        self.retain_tasks = retain_tasks
         self.dampened_fraction = 0.0
 
     def unlearn(self, state: State, job: UnlearnJob, fed: Federation) -> tuple[State, int]:
         clients = sorted(set(job.retain_clients) | set(job.forget_clients))
-        rt = [job.current_task] if self.retain_tasks == "current" else None
-        opts = job.forget_options("fisher", max_samples=self.max_samples, retain_tasks=rt)
+        opts = job.forget_options("fisher", max_samples=self.max_samples)
         sums, metrics = fed.sums("fisher", clients, state, opts)
         nf, nr = float(metrics.get(protocol.NUM_FORGET, 0.0)), float(metrics.get(protocol.NUM_RETAIN, 0.0))
         if nf == 0 or nr == 0:

@@ -252,3 +252,35 @@ def test_update_bases_grows_from_the_layers_own_basis_with_wide_sketches() -> No
     torch.testing.assert_close(state.bases["l"].abs(), torch.eye(3)[:, :2])
     assert state.bases["m"].shape == (2, 1)
     torch.testing.assert_close(state.bases["m"].abs(), torch.tensor([[0.0], [1.0]]))
+
+
+def test_gpse_never_reads_held_out_or_forgotten_samples(message_identity: None) -> None:
+    from flwr.app import Array, ArrayRecord
+
+    from fedcl.client.app import app as fedcl_app
+    from fedcl.client.instruction import query_config
+    from fedcl.config import compose, to_json
+    from fedcl.data import build_stream
+    from fedcl.fot import protocol
+    from fedcl.keys import NUM_EXAMPLES
+    from fedcl.models import build_model
+    from fedcl.unlearning.data import Exclusions
+    from tests.conftest import synthetic_overrides
+    from tests.fedcl.privacy.inproc import InProcGrid
+
+    # Prepare: a FOT run with a deletion request holds out a tenth of every client's data before training
+    cfg = compose(synthetic_overrides("strategy=fot", "strategy.gpse_max_samples=100000", "unlearning=none",
+                                      "federation.state_store=context",
+                                      "unlearning.requests=[{round:3,kind:client,target:1}]"))
+    stream = build_stream(cfg.stream, cfg.federation.num_clients, cfg.seed)
+    model = build_model(cfg.model, stream.in_shape, stream.num_classes, stream.num_heads)
+    arrays = ArrayRecord({k: Array(v.detach().numpy()) for k, v in model.state_dict().items()})
+    msgs = [protocol.gpse_query(arrays, query_config(to_json(cfg), 2, c, 0), {}, n) for c, n in enumerate([1, 2, 3])]
+    # Execute
+    replies = InProcGrid(fedcl_app, [1, 2, 3]).send_and_receive(msgs)
+    # Assert: each client's GPSE ran on its training samples only
+    for c, r in enumerate(replies):
+        _, stats = protocol.reply_records(r)
+        x, y = stream.client_data(0, c)
+        trained = Exclusions.of_run(cfg).training_data(x, y, 0, c)[0].shape[0]
+        assert trained < y.shape[0] and stats[NUM_EXAMPLES] == trained

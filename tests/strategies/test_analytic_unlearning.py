@@ -11,6 +11,7 @@ say so and not claim exactness.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from fedcl.analytic.head import HEAD_WEIGHT
 from tests.fedcl.analytic.helpers import checkpoint, ledger_oracle, rel_err, run_analytic, run_stream
 
 RTOL = 1e-10
-BASE = ("federation.num_clients=4", "stream.partition=dirichlet", "federation.rounds_per_task=2")
+# holdout 0: the ledger oracle below sums every sample of a client (held-out non-members are tested on their own)
+BASE = ("federation.num_clients=4", "stream.partition=dirichlet", "federation.rounds_per_task=2",
+        "unlearning.holdout=0")
 
 
 def _pair(tmp: Path, requests: str, *extra: str, form: str = "downdate") -> tuple[dict[str, Any], Path, Path]:
@@ -77,8 +80,16 @@ def test_sequential_requests_compose_to_the_oracle(tmp_path: Path) -> None:
     # Prepare
     requests = "[{round:2,kind:class,target:1},{round:3,kind:client,target:2},{round:4,kind:class,target:3}]"
     over = (*BASE, "strategy.base_rounds=0")
+    req = f"unlearning.requests={requests}"
+    extra = ("strategy.base_rounds=0", "checkpoint.every_rounds=1")
+    oracle = tmp_path / "oracles"
+    (oracle / "unlearning").mkdir(parents=True)
+    for k, rnd in ((1, 2), (2, 3), (3, 4)):  # one retrain oracle per request round (later requests still trained)
+        run_analytic(tmp_path / f"retrain{k}", *BASE, "unlearning=retrain", req, f"unlearning.point={k}", *extra)
+        shutil.copy(tmp_path / f"retrain{k}" / "unlearning" / f"oracle-round-{rnd}.pt", oracle / "unlearning")
     # Execute
-    summary, oracle, unlearn = _pair(tmp_path, requests, "strategy.base_rounds=0", "checkpoint.every_rounds=1")
+    unlearn = tmp_path / "unlearn"
+    summary = run_analytic(unlearn, *BASE, "unlearning=analytic", req, f"unlearning.oracle_dir={oracle}", *extra)
     # Assert
     records = summary["unlearning"]["method_state"]["analytic"]
     assert [r["exact"] for r in records] == [True, True, True]

@@ -12,6 +12,7 @@ from fedcl.client.train import task_context
 from fedcl.config import compose
 from fedcl.data import build_stream
 from fedcl.models import build_model
+from fedcl.unlearning.data import Exclusions
 
 
 def _context(augment: str, server_round: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -21,7 +22,7 @@ def _context(augment: str, server_round: int) -> tuple[torch.Tensor, torch.Tenso
     record = ConfigRecord({keys.TASK_ROUND: 0, keys.LAST_ROUND_OF_TASK: False})
     instr = Instruction(action="train", cfg=cfg, client_id=1, task_id=0, server_round=server_round, record=record)
     msg = Message(content=RecordDict({keys.CONFIG: record}), dst_node_id=0, message_type="train")
-    ctx = task_context(msg, instr, Workspace(torch.device("cpu"), stream, model), [0], [])
+    ctx = task_context(msg, instr, Workspace(torch.device("cpu"), stream, model), [0], Exclusions.of_run(cfg))
     return ctx.x, ctx.task_data(0)[0], stream.client_data(0, 1)[0]
 
 

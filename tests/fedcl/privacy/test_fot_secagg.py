@@ -108,27 +108,34 @@ def test_real_client_replies_through_clipping_and_local_dp_mods(message_identity
     assert new is not None and strategy.averager.round_metrics(1, new)["epsilon"] > 0
 
 
-def _fisher_query(cfg: Config, arrays: ArrayRecord) -> list[Message]:
-    opts = {"action": "fisher", "tasks": [0], "forget_clients": [], "forget_classes": [1], "drop_classes": [],
-            "max_samples": 64}
+def _fisher_query(cfg: Config, arrays: ArrayRecord, action: str = "fisher") -> list[Message]:
+    opts = {"action": action, "tasks": [0], "access": "history", "forget_clients": [], "forget_classes": [1],
+            "drop_classes": [], "max_samples": 64}
     return [unlearning_protocol.query(arrays, query_config(to_json(cfg), 2, c, 0), opts, n)
             for c, n in enumerate(NODES)]
 
 
-def test_unlearning_fisher_sums_under_secagg_match_the_clear_ones(message_identity: None) -> None:
-    # Prepare: SSD's query (fedcl/unlearning/client.py) to the real ClientApp, in the clear and masked
+@pytest.mark.parametrize("action", ["fisher", "gradient"])
+def test_unlearning_fisher_and_gradient_sums_under_secagg_match_the_clear_ones(
+        message_identity: None, action: str) -> None:
+    # Prepare: SSD's / IAU's query (fedcl/unlearning/client.py) to the real ClientApp, in the clear and masked
     cfg, _strategy, arrays = _setup("privacy=secagg")
     sa = cfg.privacy.secagg
     # Execute
-    clear = InProcGrid(fedcl_app, NODES).send_and_receive(_fisher_query(cfg, arrays))
+    clear = InProcGrid(fedcl_app, NODES).send_and_receive(_fisher_query(cfg, arrays, action))
     assert sa is not None
     grid = SecAggPlusGrid(InProcGrid(fedcl_app, NODES), sa, 1000)
-    masked = grid.send_and_receive(_fisher_query(cfg, arrays))
-    # Assert: the sums over clients agree within one quantisation level of ranges.fisher per client
-    assert sa.ranges.fisher is not None
-    bound = len(NODES) * 2 * sa.ranges.fisher / sa.quantization_range
+    masked = grid.send_and_receive(_fisher_query(cfg, arrays, action))
+    # Assert: the sums over clients agree within one quantisation level of the payload's range per client
+    # (Fisher sums: ranges.fisher; IAU's gradient sums: ranges.sketch)
+    scale = sa.ranges.fisher if action == "fisher" else sa.ranges.sketch
+    assert scale is not None
+    bound = len(NODES) * 2 * scale / sa.quantization_range
     assert grid.last_clipped == 0 and len(masked) == len(NODES)
-    for key in (unlearning_protocol.FISHER_FORGET, unlearning_protocol.FISHER_RETAIN):
+    names = unlearning_protocol.FISHER_KEYS if action == "fisher" else unlearning_protocol.GRAD_KEYS
+    assert any(np.abs(r.content[names[0]][n].numpy()).max() > 0 for r in clear  # type: ignore[index, union-attr]
+               for n in r.content[names[0]].keys())  # type: ignore[union-attr]
+    for key in names:
         for name in clear[0].content[key].keys():  # type: ignore[union-attr]
             want = sum(r.content[key][name].numpy().astype(np.float64) for r in clear)  # type: ignore[index]
             got = sum(r.content[key][name].numpy().astype(np.float64) for r in masked)  # type: ignore[index]

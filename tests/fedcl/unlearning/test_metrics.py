@@ -107,3 +107,21 @@ def test_split_task_separates_forget_and_retain_data() -> None:
     assert s.y_forget.tolist() == [1, 1] and s.y_retain.tolist() == [0, 0]
     s = split_task(x, y, 0, forget_all=True, forget_classes=[], drop=[])
     assert s.y_forget.numel() == 6 and s.y_retain.numel() == 0
+
+
+def test_the_calibrated_attack_is_chance_against_the_reference_and_sees_memorisation() -> None:
+    from fedcl.unlearning.evaluation import calibrated_auc
+
+    # Prepare: 50 members and 50 non-members of varied difficulty (the reference's logits)
+    torch.manual_seed(0)
+    y = torch.randint(0, 3, (50,))
+    ref = {name: (torch.randn(50, 3) * 2, y) for name in ("forget", "nonmember")}
+    # a model that memorised its members: their true-class logit is 1 higher than the reference's
+    bump = torch.nn.functional.one_hot(y, 3).float()
+    model = {"forget": (ref["forget"][0] + bump, y), "nonmember": ref["nonmember"]}
+    # Execute / Assert: against itself every score is 0 (chance exactly); memorised members score above
+    assert calibrated_auc(ref, ref) == 0.5
+    assert calibrated_auc(model, ref) == 1.0
+    # the uncalibrated loss attack barely sees it: sample difficulty drowns the memorisation
+    loss_auc = mia_auc(per_sample_loss(*model["forget"]).numpy(), per_sample_loss(*model["nonmember"]).numpy())
+    assert loss_auc < 0.8

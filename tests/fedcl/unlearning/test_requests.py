@@ -71,3 +71,58 @@ def test_bad_method_params_name_the_key() -> None:
         compose(synthetic_overrides("unlearning=ga", "+unlearning.nope=1", request))
     with pytest.raises(ConfigError, match="unlearning.name"):
         compose(synthetic_overrides("unlearning.name=sisa"))
+
+
+def test_sample_requests_take_a_count_and_may_repeat_at_other_rounds() -> None:
+    # Prepare: sample-level requests (random / worst) name how many samples, not a client or class
+    raw = [{"round": 3, "kind": "worst", "target": 50}, {"round": 2, "kind": "random", "target": 50},
+           {"round": 4, "kind": "random", "target": 50}]
+    # Execute
+    reqs = parse_requests(raw, total_rounds=4, num_clients=3, num_classes=4)
+    # Assert: sorted, targets beyond the class / client bounds are fine, the same kind may come twice
+    assert reqs == [Request(2, "random", 50), Request(3, "worst", 50), Request(4, "random", 50)]
+    assert all(r.is_samples for r in reqs)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "words"),
+    [
+        ([{"round": 2, "kind": "random", "target": 0}], "unlearning.requests[0].target", "number of samples"),
+        ([{"round": 0, "kind": "worst", "target": 5}], "unlearning.requests[0].round", "round >= 1"),
+        ([{"round": 2, "kind": "worst", "target": 5}, {"round": 2, "kind": "worst", "target": 5}],
+         "unlearning.requests", "twice"),
+    ],
+)
+def test_bad_sample_requests_name_the_key(raw: object, key: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words) as err:
+        parse_requests(raw, total_rounds=4, num_clients=3, num_classes=4)
+    assert err.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "words"),
+    [
+        ("unlearning.data_access=all", "unlearning.data_access", "history .* or buffer"),
+        ("unlearning.holdout=1.0", "unlearning.holdout", r"fraction in \[0, 1\)"),
+        ("unlearning.forget_sets=3", "unlearning.forget_sets", "forget-sets.json"),
+        ("unlearning.calibration_ratio=1.5", "unlearning.calibration_ratio", "local_epochs"),
+        ("unlearning.step=newton", "unlearning.step", "adam"),
+    ],
+)
+def test_bad_access_holdout_and_method_keys_name_the_key(override: str, key: str, words: str) -> None:
+    request = "unlearning.requests=[{round:2,kind:class,target:1}]"
+    method = {"calibration": "fed_eraser", "step": "iau"}
+    name = next((m for k, m in method.items() if k in override), "ga")
+    with pytest.raises(ConfigError, match=words) as err:
+        compose(synthetic_overrides(f"unlearning={name}", request, override))
+    assert err.value.key == key
+
+
+def test_the_retrain_point_must_name_a_request_round(tmp_path: object) -> None:
+    from simulations.run import run
+
+    cfg = compose(synthetic_overrides("unlearning=retrain", "unlearning.point=3", "quiet=true", "backend=inprocess",
+                                      "unlearning.requests=[{round:2,kind:class,target:1}]"))
+    with pytest.raises(ConfigError, match="at most 1") as err:
+        run(cfg, f"{tmp_path}/run")
+    assert err.value.key == "unlearning.point"
