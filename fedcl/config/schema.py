@@ -212,6 +212,14 @@ class FOTStrategy(FedAvgStrategy):
     d_eps: NonNegNum
     sketch_factor: PosInt
     gpse_max_samples: PosInt
+    gpse_model: Annotated[
+        Literal["global", "local"],
+        Field(description="'global' (every client of the task sketches the task's final global model) or 'local' "
+                          "(the clients of the task's last round sketch their locally trained models, official)"),
+    ]
+    gpse_dropout: Annotated[bool, Field(description="true (activations with dropout on, official) or false (eval "
+                                                    "mode)")]
+    min_new_directions: NonNegInt
 
 
 Strategy = Annotated[FedAvgStrategy | FOTStrategy, Field(discriminator="name")]

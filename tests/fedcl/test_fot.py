@@ -227,7 +227,7 @@ def test_update_bases_extends_the_existing_basis_and_caps_eps() -> None:
 
 def test_state_restores_float32_bases_and_both_thresholds() -> None:
     restored = FOTState()
-    restored.load_state_dict({"bases": {"l": np.eye(3)[:, :1]}, "eps": 0.9, "d_eps": 0.02})
+    restored.load_state_dict({"bases": {"l": np.eye(3)[:, :1]}, "eps": 0.9, "d_eps": 0.02, "growth": []})
     assert restored.bases["l"].dtype == torch.float32 and restored.d_eps == 0.02 and restored.eps == 0.9
     assert FOTState(bases={"l": torch.eye(2)}).state_dict()["bases"]["l"].dtype == np.float32
 
