@@ -26,6 +26,7 @@ import torch
 # integer tags: one independent NumPy stream per use
 TAG_CLASS_ORDER, TAG_PERMUTATION, TAG_PARTITION, TAG_EVAL = 1, 2, 3, 4  # the stream
 TAG_OFFSET, TAG_ORDER, TAG_SUBSET, TAG_REOCCUR, TAG_SAMPLE = 11, 12, 13, 14, 15  # schedules
+TAG_TASK_CLIENTS = 16  # heterogeneous lockstep: the clients of each task
 TAG_BLURRY = 21  # Si-Blurry boundaries
 
 
