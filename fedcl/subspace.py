@@ -262,6 +262,21 @@ def as_numpy_bases(bases: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in bases.items()}
 
 
+def largest_angles(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
+    """Per layer both runs have: the largest principal angle (radians) between the two bases, and their sizes.
+
+    Of two bases of different sizes the angles of the smaller one's span are taken, so 0 means one span
+    lies inside the other; ``None`` when either basis is empty.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for layer in sorted(set(ours) & set(theirs)):
+        U, V = torch.as_tensor(ours[layer]), torch.as_tensor(theirs[layer])
+        angles = principal_angles(U, V)
+        out[layer] = {"largest_angle_rad": float(angles.max()) if angles.numel() else None,
+                      "dims": [int(U.shape[1]), int(V.shape[1])]}
+    return out
+
+
 # ---- occupancy reported by clients (local subspace methods such as GPM) -----------------------
 # the client-metric keys "subspace-<field>/<layer>": every client reports its own bases' occupancy
 OCCUPANCY_FIELDS = {"dim": "subspace-dim", "input_dim": "subspace-input-dim", "eps_used": "subspace-eps"}

@@ -36,6 +36,7 @@ from fedcl.data import Schedule, Stream
 from fedcl.errors import ConfigError
 from fedcl.hooks import RoundHook
 from fedcl.records import array_record
+from fedcl.subspace import largest_angles
 from fedcl.unlearning import build_unlearner, parse_requests, protocol
 from fedcl.unlearning.base import State, UnlearnJob
 from fedcl.unlearning.evaluation import EvalSets, build_eval_sets, compare, outputs, report, task_drop
@@ -218,7 +219,8 @@ class UnlearningRunner(RoundHook):
         path = oracle_path(self.run_dir, server_round)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"state": {k: v.cpu() for k, v in state.items()}, "fingerprint": self.fingerprint,
-                    "rounds": server_round, "seconds": rec["seconds"]}, path)
+                    "rounds": server_round, "seconds": rec["seconds"],
+                    "bases": {k: v.cpu() for k, v in self.strategy.subspace_bases().items()}}, path)
 
     def _oracle(self, server_round: int, sets: EvalSets, after: dict[str, Any], before: dict[str, Any],
                 logits: torch.Tensor, before_logits: torch.Tensor) -> dict[str, Any]:
@@ -231,7 +233,10 @@ class UnlearningRunner(RoundHook):
         o_report, o_logits = self._report(saved["state"], sets)
         return {"report": o_report, "rounds": saved["rounds"], "seconds": saved["seconds"],
                 "gap_after": compare(after, o_report, logits, o_logits),
-                "gap_before": compare(before, o_report, before_logits, o_logits)}
+                "gap_before": compare(before, o_report, before_logits, o_logits),
+                # FOT: how far this run's bases (built before the request with the forgotten data) are from the
+                # oracle's, which never saw it (largest principal angle per layer, radians)
+                "bases_angles": largest_angles(self.strategy.subspace_bases(), saved.get("bases", {}))}
 
     # ---- Federation (fedcl.unlearning.base) ----------------------------------------------
     def _query(self, clients: list[int], state: State, options: dict[str, Any]) -> list[Message]:

@@ -21,7 +21,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 import fedcl.keys as keys
 from fedcl.records import array_record, non_finite_reason
 
-RecordType = ArrayRecord | MetricRecord
+RecordType = ArrayRecord | MetricRecord | ConfigRecord  # what a RecordDict holds
 GPSE = "gpse"  # the query action
 GPSE_TYPE = f"{MessageType.QUERY}.{GPSE}"
 BASES = "fot-bases"  # server -> client: orthonormal basis per projected layer

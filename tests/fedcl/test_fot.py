@@ -252,3 +252,35 @@ def test_update_bases_grows_from_the_layers_own_basis_with_wide_sketches() -> No
     torch.testing.assert_close(state.bases["l"].abs(), torch.eye(3)[:, :2])
     assert state.bases["m"].shape == (2, 1)
     torch.testing.assert_close(state.bases["m"].abs(), torch.tensor([[0.0], [1.0]]))
+
+
+def test_gpse_handler_never_sketches_the_forgotten_classes(message_identity: None) -> None:
+    from flwr.app import Context, RecordDict
+
+    from fedcl.client.instruction import parse, query_config
+    from fedcl.config import compose, to_json
+    from fedcl.data import build_stream
+    from fedcl.fot import client as fot_client
+    from fedcl.fot import protocol as gpse
+    from fedcl.models import build_model
+    from fedcl.records import array_record
+    from tests.conftest import synthetic_overrides
+
+    # Prepare: client 0's task-0 data (classes 0 and 1), every sample eligible for the sketch
+    cfg = compose(synthetic_overrides("strategy=fot", "strategy.gpse_max_samples=100000"))
+    stream = build_stream(cfg.stream, cfg.federation.num_clients, cfg.seed)
+    _, y = stream.client_data(0, 0)
+    model = build_model(cfg.model, stream.in_shape, stream.num_classes, stream.num_heads)
+    arrays = array_record({k: v for k, v in model.state_dict().items()})
+    ctx = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+
+    def ask(**extra: object) -> float:
+        msg = gpse.gpse_query(arrays, query_config(to_json(cfg), 2, 0, 0, **extra), {}, 1)
+        reply = fot_client.handle(msg, ctx, parse(msg, ctx))
+        return float(reply.content[gpse.STATS][keys.NUM_EXAMPLES])  # type: ignore[index]
+
+    # Execute
+    everything, without_0 = ask(), ask(**{keys.FORGET_CLASSES: [0]})
+    # Assert: with class 0 forgotten the sketch covers exactly the client's other samples
+    assert set(y.tolist()) == {0, 1}
+    assert everything == len(y) and without_0 == int((y != 0).sum()) < len(y)

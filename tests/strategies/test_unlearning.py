@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -138,3 +139,25 @@ def test_client_request_is_served_and_the_client_never_trains_again(
     # the request is served after round 3's training: client 1 trains in rounds 1-3, never in round 4
     rows = [json.loads(x) for x in (client_runs[method]["run_dir"] / "metrics.jsonl").read_text().splitlines()]
     assert [r["num_clients"] for r in rows] == [3, 3, 3, 2]
+
+
+def test_fot_unlearning_reports_the_largest_angle_between_its_bases_and_the_oracles(tmp_path: Path) -> None:
+    # Prepare: FOT's retrain oracle (class 0 never trains, never enters GPSE) and SSD on the same request
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    oracle = _run(tmp_path, "retrain", "strategy=fot", "unlearning=retrain", REQUEST)
+    # Execute
+    ssd = _run(tmp_path, "ssd", "strategy=fot", "unlearning=ssd", REQUEST,
+               f"unlearning.oracle_dir={oracle['run_dir']}")
+    torch.set_num_threads(threads)
+    # Assert: the oracle saved its bases (task 0's GPSE, round 2) with its model
+    saved = torch.load(oracle["run_dir"] / "unlearning" / "oracle-round-3.pt", weights_only=False)["bases"]
+    assert saved and all(U.shape[1] > 0 for U in saved.values())
+    # the summary reports, per layer, the largest principal angle between SSD's run's bases (whose task-0 GPSE
+    # saw class 0) and the oracle's, in radians, with both dimensions
+    angles = ssd["unlearning"]["jobs"][0]["oracle"]["bases_angles"]
+    assert sorted(angles) == sorted(saved)
+    for layer, a in angles.items():
+        assert a["dims"][1] == saved[layer].shape[1] and a["dims"][0] > 0
+        assert 0.0 <= a["largest_angle_rad"] <= np.pi / 2 + 1e-9
+    assert max(a["largest_angle_rad"] for a in angles.values()) > 1e-3  # the spans differ: class 0 shaped one
