@@ -9,6 +9,7 @@ float32 ``d x k`` tensor with orthonormal columns (``k`` may be 0).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -78,24 +79,8 @@ def layer_inputs(
     multi_head = getattr(getattr(model, "head", None), "num_heads", 1) > 1
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     thinned: list[tuple[torch.Tensor, torch.Tensor]] = []  # (dropout output, its input) of the current batch
-
-    def record(_m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        thinned.append((out, inputs[0]))
-
-    def hook(name: str, layer: nn.Module):  # noqa: ANN202 - torch hook signature
-        def fn(_m: nn.Module, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
-            inp = inputs[0]
-            inp = next((src for out, src in thinned if out is inp), inp).detach()
-            if isinstance(layer, nn.Conv2d):
-                chunks[name].append(unfold_input(layer, inp).float().cpu())
-            else:
-                chunks[name].append(inp.reshape(-1, inp.shape[-1]).T.float().cpu())
-
-        return fn
-
     drops = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)] if dropout else []
-    handles = [layer.register_forward_hook(hook(name, layer)) for name, layer in layers.items()]
-    handles += [m.register_forward_hook(record) for m in drops]
+    handles = _input_hooks(layers, drops, chunks, thinned)
     was_training = model.training
     model.eval()
     for m in drops:
@@ -112,14 +97,38 @@ def layer_inputs(
         for h in handles:
             h.remove()
         model.train(was_training)
-    out: dict[str, torch.Tensor] = {}
-    for name, parts in chunks.items():
-        A = torch.cat(parts, dim=1)
-        if A.shape[1] > max_columns:
-            idx = torch.randperm(A.shape[1], generator=generator)[:max_columns]
-            A = A[:, idx.sort().values]
-        out[name] = A.contiguous()
-    return out
+    return {name: _capped_columns(torch.cat(parts, dim=1), max_columns, generator) for name, parts in chunks.items()}
+
+
+def _input_hooks(layers: dict[str, nn.Module], drops: Sequence[nn.Module], chunks: dict[str, list[torch.Tensor]],
+                 thinned: list[tuple[torch.Tensor, torch.Tensor]]) -> list[Any]:
+    """Forward hooks: each layer appends its input (as columns) to ``chunks``; each dropout notes its input."""
+
+    def record(_m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        thinned.append((out, inputs[0]))
+
+    def hook(name: str, layer: nn.Module):  # noqa: ANN202 - torch hook signature
+        def fn(_m: nn.Module, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
+            inp = inputs[0]
+            # a layer fed by a dropout records the dropout's input (the official hooks sit before it)
+            inp = next((src for out, src in thinned if out is inp), inp).detach()
+            if isinstance(layer, nn.Conv2d):
+                chunks[name].append(unfold_input(layer, inp).float().cpu())
+            else:
+                chunks[name].append(inp.reshape(-1, inp.shape[-1]).T.float().cpu())
+
+        return fn
+
+    handles = [layer.register_forward_hook(hook(name, layer)) for name, layer in layers.items()]
+    return handles + [m.register_forward_hook(record) for m in drops]
+
+
+def _capped_columns(A: torch.Tensor, max_columns: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``A`` with at most ``max_columns`` columns: a seeded random subset, kept in order."""
+    if A.shape[1] > max_columns:
+        idx = torch.randperm(A.shape[1], generator=generator)[:max_columns]
+        A = A[:, idx.sort().values]
+    return A.contiguous()
 
 
 def empty_basis(d: int) -> torch.Tensor:
