@@ -1,4 +1,4 @@
-"""Subspace occupancy of FOT's bases, in process: metrics.jsonl, summary.json, subspace.png, the 90 % warning.
+"""Subspace occupancy of FOT's (and GPM's) bases, in process: metrics.jsonl, summary.json, the plot, the warning.
 
 Also the official GPSE (``strategy.gpse_model=local``): the sketches ride on the train replies, so no
 ``query.gpse`` message is ever sent. Synthetic stream, 3 clients, 2 tasks x 2 rounds.
@@ -36,8 +36,7 @@ class CountingGrid(InProcessGrid):
 
 
 def _run(root: Path, name: str, *overrides: str) -> dict[str, Any]:
-    cfg = compose(synthetic_overrides("quiet=true", "output.plots=true", "checkpoint.enabled=false", "strategy=fot",
-                                      *overrides))
+    cfg = compose(synthetic_overrides("quiet=true", "output.plots=true", "checkpoint.enabled=false", *overrides))
     grid, run_dir = CountingGrid(3), root / name
     run_dir.mkdir(parents=True)
     summary = run_federation(grid, cfg, run_dir)
@@ -50,10 +49,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[st
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models on shared cores
     root = tmp_path_factory.mktemp("fot_occupancy")
-    yield {"paper": _run(root, "paper"),
+    yield {"paper": _run(root, "paper", "strategy=fot"),
            # the official choices, with a threshold that fills the layers in one task
-           "official_full": _run(root, "official_full", "strategy.gpse_model=local", "strategy.min_new_directions=1",
-                                 "strategy.eps=0.9999")}
+           "official_full": _run(root, "official_full", "strategy=fot", "strategy.gpse_model=local",
+                                 "strategy.min_new_directions=1", "strategy.eps=0.9999"),
+           "gpm": _run(root, "gpm", "method=gpm")}
     torch.set_num_threads(threads)
 
 
@@ -94,3 +94,22 @@ def test_a_layer_past_90_percent_warns_and_local_gpse_sends_no_query(runs: dict[
     assert expected and len(sub["warnings"]) == len(expected)
     for layer, text in expected.items():
         assert sum(w.startswith(text) for w in sub["warnings"]) == 1, (layer, sub["warnings"])
+
+
+def test_gpm_occupancy_is_the_clients_mean_and_warns_on_the_fullest_client(runs: dict[str, dict[str, Any]]) -> None:
+    run = runs["gpm"]
+    sub = run["summary"]["subspace"]["gpm"]
+    # Assert: the clients report their bases at their task ends (rounds 2 and 4); the server keeps the mean,
+    # the fullest client and the count, and warns by the fullest client
+    assert [r["round"] for r in run["rows"] if "subspace_gpm" in r] == [2, 4]
+    assert [h["round"] for h in sub["per_task"]] == [2, 4]
+    expected = {}
+    for h in sub["per_task"]:
+        for layer, o in h["layers"].items():
+            assert o["clients"] == 3 and o["dim"] <= o["dim_max"] <= o["input_dim"]
+            assert o["share"] == pytest.approx(o["dim"] / o["input_dim"]) and o["max_share"] >= o["share"]
+            if o["max_share"] > 0.9 and layer not in expected:
+                expected[layer] = f"layer {layer} holds {o['dim_max']} of {o['input_dim']} directions"
+    assert expected and len(sub["warnings"]) == len(expected)
+    assert all(any(text in w for w in sub["warnings"]) for text in expected.values())
+    assert (run["dir"] / "subspace_gpm.png").stat().st_size > 0 and not (run["dir"] / "subspace.png").exists()
