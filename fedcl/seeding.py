@@ -27,6 +27,7 @@ import torch
 TAG_CLASS_ORDER, TAG_PERMUTATION, TAG_PARTITION, TAG_EVAL = 1, 2, 3, 4  # the stream
 TAG_AUGMENT = 5  # clients' train-time crop / flip (stream.augment), per (client, round, task)
 TAG_OFFSET, TAG_ORDER, TAG_SUBSET, TAG_REOCCUR, TAG_SAMPLE = 11, 12, 13, 14, 15  # schedules
+TAG_TASK_CLIENTS = 16  # heterogeneous lockstep: the clients of each task
 TAG_BLURRY = 21  # Si-Blurry boundaries
 
 

@@ -8,6 +8,10 @@ float32 ``d x k`` tensor with orthonormal columns (``k`` may be 0).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -55,21 +59,59 @@ def layer_inputs(
     max_columns: int = 20_000,
     generator: torch.Generator | None = None,
     task_id: int | None = None,
+    dropout: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Input matrices ``A_l`` (``d_l x m_l``, float32, CPU) of ``layers`` on ``x``.
 
     Conv layers contribute one column per patch; their columns are subsampled
     (seeded by ``generator``) to at most ``max_columns`` so memory stays bounded
-    (``d * max_columns * 4`` bytes per layer). The model runs in eval mode
-    (no dropout) and is put back in its previous mode. Multi-head models run
-    the head of ``task_id`` (0 when not given).
+    (``d * max_columns * 4`` bytes per layer). Multi-head models run the head of
+    ``task_id`` (0 when not given). The model is put back in its previous mode.
+
+    ``dropout=False`` runs the model in eval mode. ``dropout=True`` is FOT's official
+    MNIST code (``trainer/mnist_trainer.py``, ``collect_activations`` after
+    ``model.train()``): the dropout layers stay on, so every layer sees inputs thinned
+    by the dropouts *before* it, but a layer fed by a dropout records that dropout's
+    input (the official hooks sit on the ReLUs, before the dropout); batch norms stay
+    in eval mode (their running statistics must not move). The dropout masks come
+    from ``generator``.
     """
     multi_head = getattr(getattr(model, "head", None), "num_heads", 1) > 1
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    thinned: list[tuple[torch.Tensor, torch.Tensor]] = []  # (dropout output, its input) of the current batch
+    drops = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)] if dropout else []
+    handles = _input_hooks(layers, drops, chunks, thinned)
+    was_training = model.training
+    model.eval()
+    for m in drops:
+        m.train()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            if drops:  # the masks: seeded, and the caller's global RNG is left as it was
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)) if generator else 0)
+            for start in range(0, x.shape[0], batch_size):
+                thinned.clear()
+                batch = x[start : start + batch_size]
+                model(batch, task_id or 0) if multi_head else model(batch)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {name: _capped_columns(torch.cat(parts, dim=1), max_columns, generator) for name, parts in chunks.items()}
+
+
+def _input_hooks(layers: dict[str, nn.Module], drops: Sequence[nn.Module], chunks: dict[str, list[torch.Tensor]],
+                 thinned: list[tuple[torch.Tensor, torch.Tensor]]) -> list[Any]:
+    """Forward hooks: each layer appends its input (as columns) to ``chunks``; each dropout notes its input."""
+
+    def record(_m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        thinned.append((out, inputs[0]))
 
     def hook(name: str, layer: nn.Module):  # noqa: ANN202 - torch hook signature
         def fn(_m: nn.Module, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
-            inp = inputs[0].detach()
+            inp = inputs[0]
+            # a layer fed by a dropout records the dropout's input (the official hooks sit before it)
+            inp = next((src for out, src in thinned if out is inp), inp).detach()
             if isinstance(layer, nn.Conv2d):
                 chunks[name].append(unfold_input(layer, inp).float().cpu())
             else:
@@ -78,24 +120,15 @@ def layer_inputs(
         return fn
 
     handles = [layer.register_forward_hook(hook(name, layer)) for name, layer in layers.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, x.shape[0], batch_size):
-            batch = x[start : start + batch_size]
-            model(batch, task_id or 0) if multi_head else model(batch)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    out: dict[str, torch.Tensor] = {}
-    for name, parts in chunks.items():
-        A = torch.cat(parts, dim=1)
-        if A.shape[1] > max_columns:
-            idx = torch.randperm(A.shape[1], generator=generator)[:max_columns]
-            A = A[:, idx.sort().values]
-        out[name] = A.contiguous()
-    return out
+    return handles + [m.register_forward_hook(record) for m in drops]
+
+
+def _capped_columns(A: torch.Tensor, max_columns: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``A`` with at most ``max_columns`` columns: a seeded random subset, kept in order."""
+    if A.shape[1] > max_columns:
+        idx = torch.randperm(A.shape[1], generator=generator)[:max_columns]
+        A = A[:, idx.sort().values]
+    return A.contiguous()
 
 
 def empty_basis(d: int) -> torch.Tensor:
@@ -149,24 +182,58 @@ def orthonormal_extend(U: torch.Tensor, V: torch.Tensor, tol: float = 1e-5) -> t
     return torch.cat([U, Q], dim=1)[:, :d].contiguous()
 
 
-def grow_basis(U: torch.Tensor, Y: torch.Tensor, r_bar: float, eps: float) -> torch.Tensor:
+def energy_threshold(r_bar: float, eps: float) -> float:
+    """FOT's ``eps' = (r_bar - (1 - eps)) / r_bar``: the share of the residual energy still to capture.
+
+    ``r_bar`` is the (sample-weighted) residual ratio ``||R||/||A||`` against the current basis; the
+    basis explains a fraction ``eps`` once the new directions take ``eps'`` of the residual's energy.
+    ``eps' <= 0``: the basis already explains enough.
+    """
+    return (r_bar - (1.0 - eps)) / r_bar if r_bar > 0.0 else float("-inf")
+
+
+def grow_basis(U: torch.Tensor, Y: torch.Tensor, r_bar: float, eps: float, min_new: int = 0) -> torch.Tensor:
     """FOT's basis growth from a sketch ``Y`` of the residual subspace (Bakman et al., ICLR 2024).
 
-    ``eps' = (r_bar - (1 - eps)) / r_bar`` is the share of the residual energy
-    still to capture so that the basis explains a fraction ``eps``; the new
-    directions are the first ``k`` left singular vectors of ``Y`` with
-    ``k = min{k : sum_{j<=k} s_j^2 / sum s_j^2 > eps'}``. When ``eps' <= 0`` the
-    existing basis already explains enough and nothing is added.
+    The new directions are the first ``k`` left singular vectors of ``Y`` with
+    ``k = min{k : sum_{j<=k} s_j^2 / sum s_j^2 > eps'}`` (:func:`energy_threshold`).
+    When ``eps' <= 0`` the existing basis already explains enough: nothing is added,
+    unless ``min_new > 0`` (the official code's loop always keeps at least one
+    direction, ``FedAVGAggregator.expand_orth_set``). A zero residual adds nothing.
     """
     d = U.shape[0]
     if r_bar <= 0.0 or U.shape[1] >= d:
         return U
-    eps_prime = (r_bar - (1.0 - eps)) / r_bar
-    if eps_prime <= 0.0:
+    eps_prime = energy_threshold(r_bar, eps)
+    if eps_prime <= 0.0 and min_new <= 0:
         return U
     Uy, s, _ = torch.linalg.svd(Y.double(), full_matrices=False)
-    k = max(threshold_rank(s, eps_prime), 1)
-    return orthonormal_extend(U, Uy[:, :k].float())
+    k = threshold_rank(s, eps_prime) if eps_prime > 0.0 else 0
+    return orthonormal_extend(U, Uy[:, : max(k, 1, min_new)].float())
+
+
+def occupancy(dim: int, input_dim: int, eps_used: float | None = None) -> dict[str, float | int | None]:
+    """One layer's subspace occupancy: basis columns, the layer's input dimension, their share, ``eps'``."""
+    return {"dim": int(dim), "input_dim": int(input_dim), "share": dim / input_dim if input_dim else 0.0,
+            "eps_used": None if eps_used is None or not math.isfinite(eps_used) else float(eps_used)}
+
+
+def exhausted(layers: dict[str, dict[str, Any]], limit: float = 0.9) -> dict[str, str]:
+    """A warning per layer whose basis holds more than ``limit`` of its input directions."""
+    return {name: (f"plasticity nearly exhausted: layer {name} holds {int(o['dim'])} of {int(o['input_dim'])} "
+                   f"directions ({100 * float(o['share']):.0f} %)")
+            for name, o in layers.items() if float(o["share"]) > limit}
+
+
+def principal_angles(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """Principal angles (radians, ascending) between ``span(U)`` and ``span(V)`` (orthonormal columns).
+
+    ``min(k_U, k_V)`` angles; an empty basis gives none.
+    """
+    if U.shape[1] == 0 or V.shape[1] == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    cos = torch.linalg.svdvals(U.double().T @ V.double()).clamp(-1.0, 1.0)
+    return torch.arccos(cos).sort().values
 
 
 def project_delta(delta: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
@@ -202,3 +269,45 @@ def project_gradients(model: nn.Module, bases: dict[str, torch.Tensor]) -> None:
 def as_numpy_bases(bases: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """Bases as float32 numpy arrays (for records and checkpoints)."""
     return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in bases.items()}
+
+
+def largest_angles(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
+    """Per layer both runs have: the largest principal angle (radians) between the two bases, and their sizes.
+
+    Of two bases of different sizes the angles of the smaller one's span are taken, so 0 means one span
+    lies inside the other; ``None`` when either basis is empty.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for layer in sorted(set(ours) & set(theirs)):
+        U, V = torch.as_tensor(ours[layer]), torch.as_tensor(theirs[layer])
+        angles = principal_angles(U, V)
+        out[layer] = {"largest_angle_rad": float(angles.max()) if angles.numel() else None,
+                      "dims": [int(U.shape[1]), int(V.shape[1])]}
+    return out
+
+
+# ---- occupancy reported by clients (local subspace methods such as GPM) -----------------------
+# the client-metric keys "subspace-<field>/<layer>": every client reports its own bases' occupancy
+OCCUPANCY_FIELDS = {"dim": "subspace-dim", "input_dim": "subspace-input-dim", "eps_used": "subspace-eps"}
+
+
+def occupancy_metrics(layers: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """A client's occupancy (layer -> :func:`occupancy`) as flat metric entries ("subspace-dim/<layer>", ...)."""
+    out: dict[str, float] = {}
+    for layer, occ in layers.items():
+        for field, prefix in OCCUPANCY_FIELDS.items():
+            if occ.get(field) is not None:
+                out[f"{prefix}/{layer}"] = float(occ[field])
+    return out
+
+
+def parse_occupancy_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The inverse of :func:`occupancy_metrics` (layers without a dimension are left out)."""
+    fields = {prefix: field for field, prefix in OCCUPANCY_FIELDS.items()}
+    raw: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        prefix, _, layer = str(key).partition("/")
+        if prefix in fields and layer:
+            raw.setdefault(layer, {})[fields[prefix]] = float(value)
+    return {layer: occupancy(int(v["dim"]), int(v["input_dim"]), v.get("eps_used"))
+            for layer, v in raw.items() if "dim" in v and "input_dim" in v}

@@ -213,6 +213,10 @@ class FCLFedAvg(FedAvg):
         """Called after the round in which the last client left ``task_id``."""
         return arrays
 
+    def subspace_bases(self) -> dict[str, Any]:
+        """Per-layer bases of a subspace strategy (FOT's); none here. Unlearning compares them with its oracle's."""
+        return {}
+
     # ---- checkpointed server state ------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Strategy state for checkpoints (subclasses extend it with ``super()``)."""

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
+import fedcl.keys as keys
 from fedcl.client.instruction import query_config
 from fedcl.config.schema import FOTStrategy
 from fedcl.errors import RoundError
@@ -22,6 +26,32 @@ from strategies.privacy import PrivateAveraging
 from strategies.round_faults import RoundFaults
 
 log = logging.getLogger("fedcl")
+
+
+@dataclass
+class LocalSums:
+    """Running float64 sums of GPSE statistics (one task's sketches, ``n_i r_i`` and ``n_i``), and their bytes."""
+
+    sketches: dict[str, np.ndarray] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+    nbytes: int = 0
+    clients: int = 0  # how many replies were summed (DP-GPSE's release size)
+
+    def add(self, records: list[tuple[ArrayRecord, MetricRecord]]) -> None:
+        """Add replies' records (already in canonical order) to the sums."""
+        self.clients += len(records)
+        for name, arr in sum_arrays(r for r, _ in records).items():
+            self.sketches[name] = self.sketches[name] + arr if name in self.sketches else arr
+        for name, v in sum_metrics(m for _, m in records).items():
+            self.stats[name] = self.stats.get(name, 0.0) + v
+        self.nbytes += sum(r.count_bytes() for r, _ in records)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sketches": self.sketches, "stats": self.stats, "nbytes": self.nbytes, "clients": self.clients}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> LocalSums:
+        return cls(dict(state["sketches"]), dict(state["stats"]), int(state["nbytes"]), int(state["clients"]))
 
 
 class FOT(FCLFedAvg):
@@ -40,13 +70,27 @@ class FOT(FCLFedAvg):
     sums, grows each basis by the threshold rule (:mod:`fedcl.fot.server`) and
     raises ``eps`` by ``d_eps``. The GPSE messages are :mod:`fedcl.fot.protocol`.
 
+    The official code (``FedML/fedml_api/distributed/fedavg_seq_cont``) makes choices the
+    paper leaves open; each is an option: ``gpse_model=local`` (the clients sampled in
+    the task's last round sketch their locally trained models right after training,
+    ``FedAvgClientManager.__train`` / ``FedAVGTrainer.train``; the bases then travel with
+    that round's train messages and the sketches with its replies) instead of every
+    client of the task sketching the final global model; ``gpse_dropout`` (activations
+    with dropout on, ``trainer/mnist_trainer.py``); ``min_new_directions=1`` (one direction
+    per layer and task even when ``eps' <= 0``, ``FedAVGAggregator.expand_orth_set``).
+
+    Served deletion requests (unlearning) reach GPSE through FedAvg's exclusions: an
+    excluded client is never asked, and the forgotten classes travel in the query so
+    no client sketches them.
+
     Parameters
     ----------
     cfg : Config
         The run config; ``cfg.strategy`` is a :class:`~fedcl.config.schema.FOTStrategy`:
         ``eps`` (energy threshold; paper: 0.96 IID, 0.94 non-IID), ``d_eps`` (increment
-        per task), ``sketch_factor`` (each sketch has ``sketch_factor * d`` columns) and
-        ``gpse_max_samples`` (local samples per client used for GPSE), besides FedAvg's keys.
+        per task), ``sketch_factor`` (each sketch has ``sketch_factor * d`` columns),
+        ``gpse_max_samples`` (local samples per client used for GPSE), ``gpse_model``,
+        ``gpse_dropout`` and ``min_new_directions``, besides FedAvg's keys.
     **kwargs
         :class:`~strategies.fedavg.FCLFedAvg` arguments.
     """
@@ -55,8 +99,10 @@ class FOT(FCLFedAvg):
         super().__init__(**kwargs)
         st = self.cfg.strategy
         assert isinstance(st, FOTStrategy)
-        self.fot = FOTState(bases={}, eps=st.eps, d_eps=st.d_eps)
+        self.fot = FOTState(bases={}, eps=st.eps, d_eps=st.d_eps, min_new=st.min_new_directions)
         self.gpse_max_samples = st.gpse_max_samples
+        self.local_gpse = st.gpse_model == "local"
+        self._pending: dict[int, LocalSums] = {}  # gpse_model=local: task -> summed sketches of its last rounds
         self._round_start: ArrayRecord | None = None
         self.gpse_seconds = 0.0
         self.projection_seconds = 0.0
@@ -66,14 +112,26 @@ class FOT(FCLFedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> list[Message]:
-        """FedAvg's messages; remember W for the projection of this round's update."""
+        """FedAvg's messages; remember W for the projection of this round's update.
+
+        ``gpse_model=local``: a client in its last round of a task also gets the bases (it
+        sketches its residual against them right after training).
+        """
         self._round_start = arrays
-        return list(super().configure_train(server_round, arrays, config, grid))
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        if self.local_gpse:
+            for m in messages:
+                if m.content[keys.CONFIG][keys.LAST_ROUND_OF_TASK]:  # type: ignore[index]
+                    gpse.with_bases(m.content, self.fot.bases)
+                    self.bytes_down += m.content[gpse.BASES].count_bytes()  # type: ignore[union-attr]
+        return messages
 
     def aggregate_extras(
         self, server_round: int, arrays: ArrayRecord, replies: list[Message], extras: list[dict[str, Any]]
     ) -> ArrayRecord:
-        """FedProject: W <- W - (Delta projected orthogonally to the bases)."""
+        """FedProject: W <- W - (Delta projected orthogonally to the bases); keep local GPSE sketches."""
+        if self.local_gpse:
+            self._keep_local_sketches(server_round, extras)
         if not self.fot.bases or self._round_start is None:
             return arrays
         t0 = time.perf_counter()
@@ -84,26 +142,66 @@ class FOT(FCLFedAvg):
     def on_task_end(self, server_round: int, task_id: int, arrays: ArrayRecord, grid: Grid) -> ArrayRecord:
         """GPSE: sum the sketches and ratios of the task's clients, grow the bases."""
         t0 = time.perf_counter()
-        replies = self._ask_gpse(server_round, task_id, arrays, grid)
-        sketches = [gpse.reply_records(r)[0] for r in replies]
-        nbytes = sum(s.count_bytes() for s in sketches)
-        self.bytes_up += nbytes
-        self.sketch_bytes += nbytes
+        if self.local_gpse:
+            sums = self._pending.pop(task_id, None)
+            if sums is None:
+                raise RoundError(f"FOT: no client of the last round of task {task_id} sent a sound GPSE sketch "
+                                 "(strategy.gpse_model=local); the newest checkpoint is intact: fix the clients "
+                                 "and continue with resume=<run folder>")
+            clients = sums.clients
+        else:
+            replies = self._ask_gpse(server_round, task_id, arrays, grid)
+            sums = LocalSums()
+            sums.add([gpse.reply_records(r) for r in replies])
+            self.bytes_up += sums.nbytes
+            clients = len(replies)
+        self.sketch_bytes += sums.nbytes
         # the server needs only sums (replies in canonical order, float64: strategies/aggregation.py)
-        ratios, total = gpse.split_stats(sum_metrics(gpse.reply_records(r)[1] for r in replies))
-        sums = GpseSums(sum_arrays(sketches), ratios, total)
+        ratios, total = gpse.split_stats(sums.stats)
+        released = GpseSums(sums.sketches, ratios, total)
         if isinstance(self.averager, PrivateAveraging):  # DP-GPSE: noised sums, one release in the accountant
-            sums = self.averager.release_gpse(task_id, sums, len(replies), self.gpse_max_samples)
-        self.fot.update_bases(sums.sketches, sums.ratios, sums.total)
+            released = self.averager.release_gpse(task_id, released, clients, self.gpse_max_samples)
+        self.fot.update_bases(released.sketches, released.ratios, released.total)
         self.gpse_seconds += time.perf_counter() - t0
         return arrays
 
+    def _keep_local_sketches(self, server_round: int, extras: list[dict[str, Any]]) -> None:
+        """Sum (canonical order, float64) the GPSE records of this round's replies into their task's pending sums."""
+        found: list[tuple[int, RecordDict]] = []
+        for c, extra in zip(self.round_faults.accepted, extras, strict=True):  # the sound replies' clients, in order
+            content = gpse.local_records(extra)
+            reason = None if content is None else gpse.check_reply(content, self.validator.count_reason)
+            if content is not None and reason is None:
+                found.append((c, content))
+            elif reason:
+                self.gpse_faults.rejected[c] = reason
+                log.warning("gpse: client %d rejected: %s", c, reason)
+        if not found:
+            return
+        # the sketches are summed: one reply with other layer shapes would break the sum
+        majority = gpse.majority_signature([content for _, content in found])
+        by_task: dict[int, list[tuple[ArrayRecord, MetricRecord]]] = {}
+        for c, content in found:
+            if gpse.signature(content) != majority:
+                self.gpse_faults.rejected[c] = "sketch names/shapes differ from the other clients'"
+                log.warning("gpse: client %d rejected: %s", c, self.gpse_faults.rejected[c])
+                continue
+            task = self.schedule.task_at(server_round, c)
+            assert task is not None
+            by_task.setdefault(task, []).append(gpse.content_records(content))
+        for task, records in by_task.items():
+            self._pending.setdefault(task, LocalSums()).add(records)
+
     def _ask_gpse(self, server_round: int, task_id: int, arrays: ArrayRecord, grid: Grid) -> list[Message]:
         """The sound GPSE replies of the clients that trained ``task_id`` (broken ones dropped, counted)."""
-        clients = [c for c in range(self.num_clients) if self.schedule.task_at(server_round, c) == task_id]
+        # clients of served deletion requests are never asked; forgotten classes are never sketched
+        clients = [c for c in range(self.num_clients)
+                   if self.schedule.task_at(server_round, c) == task_id and c not in self._excluded]
+        forget = self._client_config.get(keys.FORGET_CLASSES)
+        extra = {keys.FORGET_CLASSES: list(forget)} if forget else {}
         nodes = self.wait_for_nodes(grid)
         messages = [
-            gpse.gpse_query(arrays, query_config(self.config_json, server_round, c, task_id), self.fot.bases,
+            gpse.gpse_query(arrays, query_config(self.config_json, server_round, c, task_id, **extra), self.fot.bases,
                             self.node_for(c, nodes))
             for c in clients
         ]
@@ -139,11 +237,20 @@ class FOT(FCLFedAvg):
                 log.warning("gpse: client %d rejected: %s", c, faults.rejected[c])
         return kept, faults
 
+    def subspace_bases(self) -> dict[str, torch.Tensor]:
+        """The global bases (unlearning compares them with its oracle's)."""
+        return dict(self.fot.bases)
+
+    def occupancy(self) -> dict[str, Any]:
+        """Per layer, the basis after the newest GPSE: dimension, input dimension, share, ``eps'`` used."""
+        return dict(self.fot.growth[-1]["layers"]) if self.fot.growth else {}
+
     def state_dict(self) -> dict[str, Any]:
         """FedAvg counters + bases, threshold and FOT timings."""
         return {
             **super().state_dict(),
             "fot": self.fot.state_dict(),
+            "pending_gpse": {t: p.state_dict() for t, p in self._pending.items()},
             "basis_dims": self.fot.basis_dims(),
             "gpse_seconds": self.gpse_seconds,
             "projection_seconds": self.projection_seconds,
@@ -154,6 +261,7 @@ class FOT(FCLFedAvg):
         """Restore :meth:`state_dict`."""
         super().load_state_dict(state)
         self.fot.load_state_dict(state["fot"])
+        self._pending = {int(t): LocalSums.from_state(p) for t, p in state["pending_gpse"].items()}
         self.gpse_seconds = float(state["gpse_seconds"])
         self.projection_seconds = float(state["projection_seconds"])
         self.sketch_bytes = int(state["sketch_bytes"])

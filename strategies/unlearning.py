@@ -48,6 +48,7 @@ from fedcl.data import Schedule, Stream
 from fedcl.errors import ConfigError
 from fedcl.hooks import RoundHook
 from fedcl.records import array_record
+from fedcl.subspace import largest_angles
 from fedcl.unlearning import build_unlearner, parse_requests, protocol
 from fedcl.unlearning.base import State, UnlearnJob
 from fedcl.unlearning.data import Exclusions, Samples, encode_samples, merge_samples
@@ -285,7 +286,7 @@ class UnlearningRunner(RoundHook):
         exact = _dicts(self.active) == _dicts([r for r in self.requests if r.round <= server_round])
         if exact or getattr(self.method, "point", None) is None:  # point=k: only its own round
             save_oracle(self.run_dir, server_round, state, self.fingerprint, _dicts(self.active),
-                        encode_samples(self._samples(self.active)), elapsed)
+                        encode_samples(self._samples(self.active)), elapsed, self.strategy.subspace_bases())
         self._round_sets = sets
         return {"round": server_round, "point": self.points.index(server_round) + 1, "requests": _dicts(due),
                 "current_task": self._task, "sizes": {k: sets.size(k) for k in sets.sets}, "after": after,
@@ -359,7 +360,10 @@ class UnlearningRunner(RoundHook):
         o_report, o_out = self._report(saved["state"], sets)
         return {"report": o_report, "rounds": saved["rounds"], "seconds": saved["seconds"],
                 "gap_after": compare(after[0], o_report, after[1], o_out),
-                "gap_before": compare(before[0], o_report, before[1], o_out)}
+                "gap_before": compare(before[0], o_report, before[1], o_out),
+                # FOT: how far this run's bases (built before the request with the forgotten data) are from the
+                # oracle's, which never saw it (largest principal angle per layer, radians)
+                "bases_angles": largest_angles(self.strategy.subspace_bases(), saved.get("bases", {}))}
 
     # ---- Federation (fedcl.unlearning.base) ----------------------------------------------
     def _query(self, clients: list[int], state: State, options: dict[str, Any]) -> list[Message]:

@@ -12,6 +12,7 @@ import fedcl.local_eval as local_eval
 import fedcl.sums as sums
 from fedcl.client.instruction import Instruction, Workspace, workspace
 from fedcl.faults import FaultPlan
+from fedcl.fot import client as gpse
 from fedcl.methods import CLMethod, TaskContext, build_method
 from fedcl.methods.base import state_nbytes
 from fedcl.records import model_record
@@ -58,6 +59,9 @@ def handle(msg: Message, context: Context, instr: Instruction) -> Message:
     method_state = method.state_dict()
     store.save(instr.client_id, {"method": method_state, "seen_tasks": seen, "last_round": instr.server_round})
     content = _reply(instr, ws, ctx, method, method_state, result.num_examples, result.loss, result.acc, t0, seen)
+    # FOT's official GPSE (strategy.gpse_model=local): the sketches of the trained model ride on the reply
+    for name, rec in gpse.train_records(msg, instr, ws.model, ctx.x, ctx.last_round_of_task).items():
+        content[name] = rec
     return Message(content=faults.after_train(content), reply_to=msg)
 
 

@@ -42,6 +42,13 @@ def _branch(annotation: Any, loc: tuple[int | str, ...]) -> type[BaseModel] | No
     return models[0] if models else None
 
 
+def _has_mapping(annotation: Any) -> bool:
+    """Whether an annotation holds a free mapping (``dict[str, Any]``), whose keys are part of a config key."""
+    if typing.get_origin(annotation) is dict or annotation is dict:
+        return True
+    return any(_has_mapping(a) for a in typing.get_args(annotation))
+
+
 def _walk(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[list[str], Any, type[BaseModel] | None]:
     """Key parts, field info and the innermost model along ``loc`` (union tags and list indices skipped)."""
     parts: list[str] = []
@@ -50,6 +57,8 @@ def _walk(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[list[str]
     for p in loc:
         if isinstance(p, int):
             continue  # an item of a list: the key is the list's (its value shows the item)
+        elif current is None and info is not None and not _has_mapping(info.annotation):
+            continue  # the member of a plain union ('constrained-float' in float | list[float])
         elif current is None:
             parts.append(p)  # inside a free mapping
         elif p in current.model_fields:

@@ -155,6 +155,10 @@ def _strategy(cfg: Config) -> None:
              f"{max((per_round - 3) // 2, 0)}")
     if st.name == "fot":
         _projectable(cfg)
+        # the local sketches ride on train replies, whose metrics SecAgg+ weights by num-examples (r_bar would be
+        # biased); the global GPSE query is secured as plain sums
+        _req(not (st.gpse_model == "local" and cfg.privacy.secure_aggregation), "strategy.gpse_model", st.gpse_model,
+             "'global' under secure aggregation (the local sketches travel with the weighted train replies)")
 
 
 def _build_model(cfg: Config, in_shape: tuple[int, ...], num_classes: int, forward: bool) -> Any:

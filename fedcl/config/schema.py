@@ -241,7 +241,20 @@ class Stream(Section):
 class MLPModel(Section):
     name: Literal["mlp"]
     hidden: Widths
-    dropout: Dropout
+    dropout: Annotated[
+        Dropout | list[Dropout],
+        Field(description="a number in [0, 1) or one such number per hidden layer (FOT's MLP: [0.2, 0.5, 0.5])"),
+    ]
+
+    @model_validator(mode="after")
+    def _one_rate_per_layer(self) -> MLPModel:
+        from fedcl.errors import ConfigError
+
+        if isinstance(self.dropout, list) and len(self.dropout) != len(self.hidden):
+            raise ConfigError("model.dropout", self.dropout,
+                              f"one rate per hidden layer ({len(self.hidden)} for model.hidden={self.hidden}) "
+                              "or a single number")
+        return self
 
 
 class ConvNetModel(Section):
@@ -295,6 +308,14 @@ class FOTStrategy(FedAvgStrategy):
     d_eps: NonNegNum
     sketch_factor: PosInt
     gpse_max_samples: PosInt
+    gpse_model: Annotated[
+        Literal["global", "local"],
+        Field(description="'global' (every client of the task sketches the task's final global model) or 'local' "
+                          "(the clients of the task's last round sketch their locally trained models, official)"),
+    ]
+    gpse_dropout: Annotated[bool, Field(description="true (activations with dropout on, official) or false (eval "
+                                                    "mode)")]
+    min_new_directions: NonNegInt
 
 
 class AnalyticStrategy(FedAvgStrategy):

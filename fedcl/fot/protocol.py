@@ -3,7 +3,9 @@
 At the end of a task the server sends each client that trained it a ``query.gpse``
 message with the final global model and the current bases; the client answers with
 its sketches ``Y_i`` per layer and the summable statistics ``n_i r_i`` and ``n_i``
-(:mod:`fedcl.fot.client`); the server sums them (:mod:`strategies.fot`). Both halves
+(:mod:`fedcl.fot.client`); the server sums them (:mod:`strategies.fot`). With
+``strategy.gpse_model=local`` (the official code) the bases ride on the train messages
+of a task's last round instead and the same records on the train replies. Both halves
 build and read the records only through this module.
 """
 
@@ -19,6 +21,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 import fedcl.keys as keys
 from fedcl.records import array_record, non_finite_reason
 
+RecordType = ArrayRecord | MetricRecord | ConfigRecord  # what a RecordDict holds
 GPSE = "gpse"  # the query action
 GPSE_TYPE = f"{MessageType.QUERY}.{GPSE}"
 BASES = "fot-bases"  # server -> client: orthonormal basis per projected layer
@@ -39,17 +42,38 @@ def query_bases(msg: Message) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in rec.items()} if isinstance(rec, ArrayRecord) else {}
 
 
-def gpse_reply(msg: Message, sketches: dict[str, np.ndarray], ratios: dict[str, float], n: float) -> Message:
-    """A client's answer: its sketches, ``n_i r_i`` per layer and ``n_i``."""
+def gpse_records(sketches: dict[str, np.ndarray], ratios: dict[str, float], n: float) -> dict[str, RecordType]:
+    """A client's GPSE statistics as records: its sketches, ``n_i r_i`` per layer and ``n_i``."""
     stats: dict[str, int | float | list[int] | list[float]] = {keys.NUM_EXAMPLES: float(n)}
     stats.update({f"{layer}{RATIO_SUFFIX}": float(v) for layer, v in ratios.items()})
-    return Message(content=RecordDict({SKETCH: array_record(sketches, np.float32), STATS: MetricRecord(stats)}),
-                   reply_to=msg)
+    return {SKETCH: array_record(sketches, np.float32), STATS: MetricRecord(stats)}
+
+
+def gpse_reply(msg: Message, sketches: dict[str, np.ndarray], ratios: dict[str, float], n: float) -> Message:
+    """A client's answer to a GPSE query: :func:`gpse_records`."""
+    return Message(content=RecordDict(gpse_records(sketches, ratios, n)), reply_to=msg)
+
+
+def with_bases(content: RecordDict, bases: dict[str, torch.Tensor]) -> None:
+    """Add the bases to a train message (official GPSE: the client sketches against them after training)."""
+    content[BASES] = array_record(bases, np.float32)
+
+
+def local_records(extra: dict[str, object]) -> RecordDict | None:
+    """The GPSE records a train reply carries (``strategy.gpse_model=local``), or ``None``."""
+    if SKETCH not in extra and STATS not in extra:
+        return None
+    return RecordDict({k: v for k, v in extra.items() if k in (SKETCH, STATS)})  # type: ignore[misc]
 
 
 def reply_records(reply: Message) -> tuple[ArrayRecord, MetricRecord]:
     """A checked reply's sketch record and statistics record."""
-    sketch, stats = reply.content[SKETCH], reply.content[STATS]
+    return content_records(reply.content)
+
+
+def content_records(content: RecordDict) -> tuple[ArrayRecord, MetricRecord]:
+    """The sketch record and statistics record of checked GPSE content (a query reply or a train reply's part)."""
+    sketch, stats = content[SKETCH], content[STATS]
     assert isinstance(sketch, ArrayRecord) and isinstance(stats, MetricRecord)
     return sketch, stats
 

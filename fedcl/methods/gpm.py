@@ -79,6 +79,7 @@ class GPM(CLMethod):
         idx = torch.randperm(ctx.x.shape[0], generator=ctx.generator)[: self.max_samples].to(ctx.device)
         inputs = subspace.layer_inputs(ctx.model, layers, ctx.x[idx], generator=ctx.generator)
         eps = self.current_threshold()
+        occ: dict[str, dict[str, Any]] = {}
         for name, a in inputs.items():
             total = float(a.double().pow(2).sum())
             if total == 0.0:
@@ -89,8 +90,12 @@ class GPM(CLMethod):
             # the exact residual as the "sketch" and r = ||R||^2 / ||A||^2 (squared energy ratio)
             ratio = float(res.double().pow(2).sum()) / total
             self.bases[name] = subspace.grow_basis(basis, res, ratio, eps).cpu()
+            occ[name] = subspace.occupancy(self.bases[name].shape[1], a.shape[0],
+                                           subspace.energy_threshold(ratio, eps))
         self.tasks_done += 1
         ctx.metrics["gpm-basis-dims"] = float(sum(u.shape[1] for u in self.bases.values()))
+        # per layer: basis size, input dimension and eps' (the server's occupancy table, fedcl/fot/occupancy.py)
+        ctx.metrics.update(subspace.occupancy_metrics(occ))
 
     def state_dict(self) -> dict[str, Any]:
         return {"bases": {k: v.clone() for k, v in self.bases.items()}, "tasks_done": self.tasks_done}

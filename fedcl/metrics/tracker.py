@@ -30,6 +30,7 @@ class Tracker:
         self.initial: list[float] = []
         self.matrix: dict[int, list[float]] = {}
         self.end_rounds: dict[int, int] = {}
+        self.notes: list[str] = []  # lines other parts of the run add under the final table (warnings)
 
     # ---- recording ---------------------------------------------------------
     def log_round(
@@ -67,6 +68,10 @@ class Tracker:
         """Row ``task`` of the accuracy matrix (every task's full test split) and its end round."""
         self.matrix[int(task)] = [float(a) for a in accs]
         self.end_rounds[int(task)] = int(server_round)
+
+    def add_note(self, text: str) -> None:
+        """A line (or lines) printed under the final table (e.g. a subspace's plasticity warning)."""
+        self.notes.append(text)
 
     # ---- views ---------------------------------------------------------------
     def accuracy_matrix(self) -> np.ndarray:
@@ -179,6 +184,8 @@ class Tracker:
                            ("bwt", "BWT"), ("fwt", "FWT"), ("min_acc", "min-ACC"), ("wc_acc", "WC-ACC")]:
             v = s.get(key)
             lines.append(f"{label:<18}" + (f"{100 * v:8.2f}" if v is not None else "       -"))
+        if self.notes:
+            lines += ["", *self.notes]
         return "\n".join(lines) + ("" if A.size else "\n(no task has ended)")
 
 

@@ -26,12 +26,18 @@ def oracle_path(run_dir: str | Path, server_round: int) -> Path:
 
 
 def save_oracle(run_dir: Path, server_round: int, state: dict[str, torch.Tensor], fingerprint: str,
-                excluded: list[dict[str, Any]], samples: str, seconds: float) -> Path:
-    """Save the oracle model of one request round with what it excluded (request dicts, encoded samples)."""
+                excluded: list[dict[str, Any]], samples: str, seconds: float,
+                bases: dict[str, torch.Tensor] | None = None) -> Path:
+    """Save the oracle model of one request round with what it excluded (request dicts, encoded samples).
+
+    ``bases``: FOT's / GPM's subspace bases of the oracle (an unlearning run reports the principal
+    angles between its own bases and these).
+    """
     path = oracle_path(run_dir, server_round)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state": {k: v.cpu() for k, v in state.items()}, "fingerprint": fingerprint,
-                "rounds": server_round, "seconds": seconds, "excluded": excluded, "samples": samples}, path)
+                "rounds": server_round, "seconds": seconds, "excluded": excluded, "samples": samples,
+                "bases": {k: v.cpu() for k, v in (bases or {}).items()}}, path)
     return path
 
 

@@ -112,6 +112,19 @@ def refuse_individual_updates(cls: type, cfg: Config) -> None:
                           "secure aggregation only gives the server their sum: use privacy=none or dp_central")
 
 
+def subspace_hooks(cfg: Config, schedule: Schedule, strategy: FCLFedAvg, tracker: Tracker) -> list[RoundHook]:
+    """Subspace occupancy per layer and task: FOT's global bases, GPM's client bases (fedcl/fot/occupancy.py)."""
+    from fedcl.fot.occupancy import SubspaceOccupancy
+    from strategies.fot import FOT
+
+    hooks: list[RoundHook] = []
+    if isinstance(strategy, FOT):
+        hooks.append(SubspaceOccupancy("fot", schedule, tracker, strategy.occupancy))
+    if "gpm" in cfg.method_names:
+        hooks.append(SubspaceOccupancy("gpm", schedule, tracker))
+    return hooks
+
+
 def build_run(grid: Grid, cfg: Config, run_dir: Path) -> Run:
     """Build every part of a run on ``grid`` (Flower's, or the in-process engine's)."""
     fed = cfg.federation
@@ -142,6 +155,7 @@ def build_run(grid: Grid, cfg: Config, run_dir: Path) -> Run:
         from strategies.unlearning import UnlearningRunner
 
         hooks.append(UnlearningRunner(cfg, stream, schedule, strategy, model, run_dir))
+    hooks += subspace_hooks(cfg, schedule, strategy, tracker)
     hooks += [ConsoleProgress(tracker, schedule.total_rounds, cfg.quiet), RoundLoggers(cfg, run_dir, tracker)]
     evaluator = CentralEvaluator(stream, model, cfg.eval.subset_size, cfg.eval.batch_size)
     run = Run(cfg, run_dir, run_grid, stream, schedule, strategy, evaluator, tracker, hooks, model_record(model))

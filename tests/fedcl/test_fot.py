@@ -227,7 +227,7 @@ def test_update_bases_extends_the_existing_basis_and_caps_eps() -> None:
 
 def test_state_restores_float32_bases_and_both_thresholds() -> None:
     restored = FOTState()
-    restored.load_state_dict({"bases": {"l": np.eye(3)[:, :1]}, "eps": 0.9, "d_eps": 0.02})
+    restored.load_state_dict({"bases": {"l": np.eye(3)[:, :1]}, "eps": 0.9, "d_eps": 0.02, "growth": []})
     assert restored.bases["l"].dtype == torch.float32 and restored.d_eps == 0.02 and restored.eps == 0.9
     assert FOTState(bases={"l": torch.eye(2)}).state_dict()["bases"]["l"].dtype == np.float32
 
@@ -284,3 +284,80 @@ def test_gpse_never_reads_held_out_or_forgotten_samples(message_identity: None) 
         x, y = stream.client_data(0, c)
         trained = Exclusions.of_run(cfg).training_data(x, y, 0, c)[0].shape[0]
         assert trained < y.shape[0] and stats[NUM_EXAMPLES] == trained
+
+
+def test_gpse_handler_never_sketches_the_forgotten_classes(message_identity: None) -> None:
+    from flwr.app import Context, RecordDict
+
+    from fedcl.client.instruction import parse, query_config
+    from fedcl.config import compose, to_json
+    from fedcl.data import build_stream
+    from fedcl.fot import client as fot_client
+    from fedcl.fot import protocol as gpse
+    from fedcl.models import build_model
+    from fedcl.records import array_record
+    from tests.conftest import synthetic_overrides
+
+    # Prepare: client 0's task-0 data (classes 0 and 1), every sample eligible for the sketch
+    cfg = compose(synthetic_overrides("strategy=fot", "strategy.gpse_max_samples=100000"))
+    stream = build_stream(cfg.stream, cfg.federation.num_clients, cfg.seed)
+    _, y = stream.client_data(0, 0)
+    model = build_model(cfg.model, stream.in_shape, stream.num_classes, stream.num_heads)
+    arrays = array_record({k: v for k, v in model.state_dict().items()})
+    ctx = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+
+    def ask(**extra: object) -> float:
+        msg = gpse.gpse_query(arrays, query_config(to_json(cfg), 2, 0, 0, **extra), {}, 1)
+        reply = fot_client.handle(msg, ctx, parse(msg, ctx))
+        return float(reply.content[gpse.STATS][keys.NUM_EXAMPLES])  # type: ignore[index]
+
+    # Execute
+    everything, without_0 = ask(), ask(**{keys.FORGET_CLASSES: [0]})
+    # Assert: with class 0 forgotten the sketch covers exactly the client's other samples
+    assert set(y.tolist()) == {0, 1}
+    assert everything == len(y) and without_0 == int((y != 0).sum()) < len(y)
+
+
+def test_min_new_directions_adds_one_direction_when_the_basis_already_explains_eps() -> None:
+    # Prepare: the basis holds e0; the residual sketch lies in span(e1, e2) but carries little energy
+    # (r_bar = 0.01 < 1 - eps, so eps' = (r_bar - (1 - eps)) / r_bar < 0)
+    Y = np.zeros((5, 5), dtype=np.float32)
+    Y[1, 0], Y[2, 1] = 2.0, 1.0
+    states = {m: FOTState(bases={"l": torch.eye(5)[:, :1].contiguous()}, eps=0.96, min_new=m) for m in (0, 1, 2)}
+    # Execute
+    for state in states.values():
+        state.update_bases({"l": Y}, {"l": 0.1}, total_examples=10.0)
+    # Assert: ours adds nothing; the official rule adds the strongest residual direction(s)
+    assert [s.basis_dims()["l"] for s in states.values()] == [1, 2, 3]
+    U = states[1].bases["l"]
+    np.testing.assert_allclose(np.abs(U[:, 1].numpy()), [0, 1, 0, 0, 0], atol=1e-6)
+    assert [s.growth[-1]["layers"]["l"]["added"] for s in states.values()] == [0, 1, 2]
+    assert states[1].growth[-1]["layers"]["l"]["eps_used"] < 0
+
+
+def test_gpse_dropout_collects_the_activations_with_dropout_on() -> None:
+    from fedcl.subspace import layer_inputs, projectable_layers
+
+    # Prepare: the official MLP's per-layer dropout (0.2 after the first hidden layer, 0.5 after the second)
+    torch.manual_seed(0)
+    model = MLP((6,), 3, hidden=[8, 8], dropout=[0.2, 0.5])
+    model.train()
+    layers = projectable_layers(model)
+    x = torch.randn(40, 6)
+
+    def run(dropout: bool, seed: int) -> dict[str, torch.Tensor]:
+        return layer_inputs(model, layers, x, generator=torch.Generator().manual_seed(seed), dropout=dropout)
+
+    # Execute
+    off, on, on_again, on_other = run(False, 1), run(True, 1), run(True, 1), run(True, 2)
+    # Assert: the input layer sees the data; the second layer records the first dropout's input (the official
+    # hooks sit on the ReLUs), so it matches eval mode; the head's inputs went through the 0.2-dropped layer,
+    # so they differ from eval mode, reproducibly for the same generator and not for another
+    assert list(off) == ["body.1", "body.4", "head.heads.0"]
+    torch.testing.assert_close(on["body.1"], off["body.1"])
+    torch.testing.assert_close(on["body.4"], off["body.4"])
+    assert not torch.allclose(on["head.heads.0"], off["head.heads.0"])
+    torch.testing.assert_close(on["head.heads.0"], on_again["head.heads.0"])
+    assert not torch.allclose(on["head.heads.0"], on_other["head.heads.0"])
+    assert model.training  # the model's mode is left as it was
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -12,6 +13,7 @@ from fedcl.subspace import (
     as_numpy_bases,
     empty_basis,
     grow_basis,
+    largest_angles,
     layer_inputs,
     orthonormal_extend,
     project_delta,
@@ -318,3 +320,22 @@ def test_projection_keeps_the_updates_dtype_and_skips_non_weight_entries() -> No
     assert out.dtype == torch.float64 and out.tolist() == [[0.0, 4.0]]
     same = project_update({"fc.bias_v": torch.tensor([[3.0, 4.0]])}, {"fc": U})  # not a ".weight" entry
     assert same["fc.bias_v"].tolist() == [[3.0, 4.0]]
+
+
+def test_largest_angles_per_layer_by_hand() -> None:
+    # Prepare: span(e0, e1) against itself, span(e2, e3), span(e0, e1 tilted by 0.3 rad) and e1 alone
+    e = torch.eye(4)
+    c, s = np.cos(0.3), np.sin(0.3)
+    tilted = torch.tensor([[1.0, 0.0], [0.0, c], [0.0, s], [0.0, 0.0]], dtype=torch.float32)  # angles 0 and 0.3
+    ours = {"same": e[:, :2], "orthogonal": e[:, :2], "tilted": e[:, :2], "inside": e[:, :2], "empty": e[:, :2],
+            "only_ours": e[:, :1]}
+    theirs = {"same": e[:, :2], "orthogonal": e[:, 2:], "tilted": tilted, "inside": e[:, 1:2], "empty": e[:, :0]}
+    # Execute
+    out = largest_angles(ours, theirs)
+    # Assert: radians, the smaller basis' angles; layers of one side only are left out
+    assert sorted(out) == ["empty", "inside", "orthogonal", "same", "tilted"]
+    assert out["same"]["largest_angle_rad"] == pytest.approx(0.0, abs=1e-6)
+    assert out["orthogonal"]["largest_angle_rad"] == pytest.approx(np.pi / 2)
+    assert out["tilted"]["largest_angle_rad"] == pytest.approx(0.3, abs=1e-6)
+    assert out["inside"] == {"largest_angle_rad": pytest.approx(0.0, abs=1e-6), "dims": [2, 1]}
+    assert out["empty"] == {"largest_angle_rad": None, "dims": [2, 0]}

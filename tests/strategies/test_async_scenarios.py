@@ -21,6 +21,9 @@ from tests.conftest import synthetic_overrides
 SCHEDULES = {
     "offsets": ["schedule=offsets", "schedule.offsets=[0,1,2]"],
     "heterogeneous": ["schedule=heterogeneous", "schedule.order=shuffled"],
+    # FOT's heterogeneous set-up: tasks in lockstep, round(0.67 * 3) = 2 of the 3 clients per task
+    "heterogeneous_lockstep": ["schedule=heterogeneous", "schedule.layout=lockstep",
+                               "schedule.task_fraction_per_client=0.67"],
     "reoccurrence": ["schedule=reoccurrence", "schedule.length=4"],
 }
 

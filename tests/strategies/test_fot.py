@@ -278,3 +278,32 @@ def test_gpse_replies_without_examples_are_refused(message_identity: None) -> No
     with pytest.raises((ValueError, RoundError)):
         strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), NoExamples(np.eye(D_IN)))
     assert strategy.fot.bases == {}
+
+
+def test_gpse_skips_excluded_clients_and_tells_the_others_the_forgotten_classes(message_identity: None) -> None:
+    # Prepare: served deletion requests for client 1 and for class 0
+    strategy = make_fot()
+    strategy.exclude_clients([1])
+    strategy.set_client_config(keys.FORGET_CLASSES, [0])
+    grid = GPSEGrid(np.eye(D_IN)[:, :2])
+    # Execute: the end of task 0
+    strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), grid)
+    # Assert: client 1 is never asked; every query names the forgotten class, so no client sketches it
+    configs = [m.content[keys.CONFIG] for m in grid.sent]
+    assert sorted(int(c[keys.CLIENT_ID]) for c in configs) == [0, 2]
+    assert all(list(c[keys.FORGET_CLASSES]) == [0] for c in configs)
+
+
+def test_gpse_under_a_lockstep_heterogeneous_schedule_asks_only_the_tasks_clients(message_identity: None) -> None:
+    # Prepare: 6 clients, each task trained by round(0.5 * 6) = 3 of them (FOT's heterogeneous set-up)
+    strategy = make_fot("federation.num_clients=6", "schedule=heterogeneous", "schedule.layout=lockstep",
+                        "schedule.task_fraction_per_client=0.5")
+    holders = [sorted(c for c in range(6) if strategy.schedule.task_at(2 * (t + 1), c) == t) for t in (0, 1)]
+    grid = GPSEGrid(np.eye(D_IN)[:, :2])
+    # Execute: the ends of tasks 0 and 1 (rounds 2 and 4)
+    strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), grid)
+    strategy.on_task_end(4, 1, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), grid)
+    # Assert: each task's GPSE asks exactly the 3 clients that trained it
+    asked = [int(m.content[keys.CONFIG][keys.CLIENT_ID]) for m in grid.sent]
+    assert [len(h) for h in holders] == [3, 3] and holders[0] != holders[1]
+    assert asked == holders[0] + holders[1]

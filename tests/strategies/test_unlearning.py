@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,6 +26,7 @@ from strategies.server.loop import run_federation
 from tests.conftest import synthetic_overrides
 
 CLASS = "unlearning.requests=[{round:3,kind:class,target:2}]"  # class 2 of the current task 1
+REQUEST = "unlearning.requests=[{round:3,kind:class,target:0}]"  # class 0 of the finished task 0
 CLIENT = "unlearning.requests=[{round:3,kind:client,target:1}]"
 # each method's options on this toy (stated, not hidden): SSD's alpha=10 selects nothing for a client whose
 # data looks like the others'; IAU's paper step (Adam, lr 1e-3) is too small for the toy's few samples
@@ -236,3 +238,25 @@ def test_sequential_requests_meet_the_oracle_of_each_point_per_request_and_cumul
     _run(tmp_path, "all", "unlearning=retrain", SEQ)
     with pytest.raises(ConfigError, match="exactly the data requested up to then"):
         _run(tmp_path, "ga_bad", "unlearning=ga", SEQ, f"unlearning.oracle_dir={tmp_path / 'all'}")
+
+
+def test_fot_unlearning_reports_the_largest_angle_between_its_bases_and_the_oracles(tmp_path: Path) -> None:
+    # Prepare: FOT's retrain oracle (class 0 never trains, never enters GPSE) and SSD on the same request
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    oracle = _run(tmp_path, "retrain", "strategy=fot", "unlearning=retrain", REQUEST)
+    # Execute
+    ssd = _run(tmp_path, "ssd", "strategy=fot", "unlearning=ssd", REQUEST,
+               f"unlearning.oracle_dir={oracle['run_dir']}")
+    torch.set_num_threads(threads)
+    # Assert: the oracle saved its bases (task 0's GPSE, round 2) with its model
+    saved = torch.load(oracle["run_dir"] / "unlearning" / "oracle-round-3.pt", weights_only=False)["bases"]
+    assert saved and all(U.shape[1] > 0 for U in saved.values())
+    # the summary reports, per layer, the largest principal angle between SSD's run's bases (whose task-0 GPSE
+    # saw class 0) and the oracle's, in radians, with both dimensions
+    angles = ssd["unlearning"]["jobs"][0]["oracle"]["bases_angles"]
+    assert sorted(angles) == sorted(saved)
+    for layer, a in angles.items():
+        assert a["dims"][1] == saved[layer].shape[1] and a["dims"][0] > 0
+        assert 0.0 <= a["largest_angle_rad"] <= np.pi / 2 + 1e-9
+    assert max(a["largest_angle_rad"] for a in angles.values()) > 1e-3  # the spans differ: class 0 shaped one

@@ -131,8 +131,9 @@ class Schedule:
         return 0
 
     # ---- the joint plan ----------------------------------------------------------
-    def _build(self) -> np.ndarray:
-        """clients x rounds task ids (-1 idle): sequences, then availability, then sampling."""
+    def layout(self) -> np.ndarray:
+        """clients x rounds task ids (-1 idle) before availability and sampling: each client's sequence from its
+        offset, ``rounds_per_task`` rounds per entry (a subclass may lay the tasks out otherwise)."""
         R = self.rounds_per_task
         seqs = [[int(t) for t in self.sequence(c)] for c in range(self.num_clients)]
         offs = [int(self.offset(c)) for c in range(self.num_clients)]
@@ -143,6 +144,13 @@ class Schedule:
         plans = np.full((self.num_clients, total), -1, dtype=np.int64)
         for c, (seq, off) in enumerate(zip(seqs, offs, strict=True)):
             plans[c, off : off + len(seq) * R] = np.repeat(np.asarray(seq, dtype=np.int64), R)
+        return plans
+
+    def _build(self) -> np.ndarray:
+        """clients x rounds task ids (-1 idle): the layout, then availability, then sampling."""
+        plans = self.layout()
+        total = plans.shape[1]
+        for c in range(self.num_clients):
             join, leave = self.join_rounds.get(c, 1), self.leave_rounds.get(c, total)
             plans[c, : join - 1] = -1
             plans[c, leave:] = -1

@@ -10,9 +10,10 @@ import numpy as np
 
 from fedcl.data.schedules.offsets import OffsetSchedule
 from fedcl.errors import ConfigError
-from fedcl.seeding import TAG_ORDER, TAG_SUBSET, numpy_rng
+from fedcl.seeding import TAG_ORDER, TAG_SUBSET, TAG_TASK_CLIENTS, numpy_rng
 
 ORDERS = ("same", "shuffled")
+LAYOUTS = ("packed", "lockstep")
 
 
 class HeterogeneousSchedule(OffsetSchedule):
@@ -21,10 +22,22 @@ class HeterogeneousSchedule(OffsetSchedule):
     Yoon et al., "Federated Continual Learning with Weighted Inter-client Transfer",
     ICML 2021, give every client its own task sequence; Bakman et al., "Federated
     Orthogonal Training", ICLR 2024, let each client see only part of the tasks.
-    Client ``c`` keeps ``ceil(task_fraction_per_client * num_tasks)`` tasks (a seeded
-    subset; every task is kept by at least one client) in its own seeded order
-    (``order: shuffled``) or in stream order (``order: same``). Offsets compose as in
-    :class:`OffsetSchedule`.
+
+    ``layout: packed`` (the default): client ``c`` keeps ``ceil(task_fraction_per_client *
+    num_tasks)`` tasks (a seeded subset; every task is kept by at least one client) in its
+    own seeded order (``order: shuffled``) or in stream order (``order: same``), back to
+    back from round 1, so different tasks can train in the same round. Offsets compose as
+    in :class:`OffsetSchedule`.
+
+    ``layout: lockstep`` is FOT's heterogeneous set-up (the official
+    ``data_preprocess/mnist/data_loader.py``: each task draws ``client_num_in_total`` of
+    ``client_num_in_total / task_pct_per_client`` clients): the tasks stay in lockstep
+    (task ``t`` in rounds ``t*R+1 .. (t+1)*R``, stream order, ``order`` unused) and each task
+    is trained by its own seeded random subset of ``max(1, round(task_fraction_per_client *
+    num_clients))`` clients; the others sit idle. With ``orders`` a client trains the tasks
+    its list names, each in that task's rounds. No offsets. Unlike the official code, which
+    splits a task's data over its chosen clients only, the stream still splits every task
+    over all ``num_clients`` clients, so the idle clients' shares go untrained.
 
     Parameters
     ----------
@@ -37,7 +50,10 @@ class HeterogeneousSchedule(OffsetSchedule):
     orders : sequence of sequences | None, default None
         Explicit per-client task lists (overrides ``order`` and the fraction).
     max_offset : int, default 0
-        Per-client offsets drawn in ``[0, max_offset]`` (none by default).
+        Per-client offsets drawn in ``[0, max_offset]`` (none by default; ``packed`` only).
+    layout : str, default "packed"
+        ``packed`` (each client's tasks back to back) or ``lockstep`` (FOT's: every task in its
+        own rounds, trained by a random subset of the clients).
     **kwargs
         Offsets, availability and sampling options.
     """
@@ -55,9 +71,17 @@ class HeterogeneousSchedule(OffsetSchedule):
         task_fraction_per_client: float = 1.0,
         orders: Sequence[Sequence[int]] | None = None,
         max_offset: int = 0,
+        layout: str = "packed",
         **kwargs: Any,
     ) -> None:
         super().__init__(num_tasks, rounds_per_task, num_clients, seed, max_offset=max_offset, **kwargs)
+        if layout not in LAYOUTS:
+            raise ConfigError("schedule.layout", layout, f"one of {list(LAYOUTS)}")
+        if layout == "lockstep" and any(self.offsets):
+            key = "schedule.max_offset" if kwargs.get("offsets") is None else "schedule.offsets"
+            raise ConfigError(key, kwargs.get("offsets") or max_offset,
+                              "no offsets under schedule.layout=lockstep (every task keeps its own rounds)")
+        self.layout_name = layout
         if orders is not None:
             ok = isinstance(orders, Sequence) and len(orders) == num_clients and all(
                 isinstance(o, Sequence) and len(o) >= 1 and len(set(o)) == len(o)
@@ -74,6 +98,10 @@ class HeterogeneousSchedule(OffsetSchedule):
         f = task_fraction_per_client
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
             raise ConfigError("schedule.task_fraction_per_client", f, "a number in (0, 1]")
+        self.task_fraction_per_client = float(f)
+        if layout == "lockstep":
+            self.orders = _task_clients(float(f), num_tasks, num_clients, self.seed)
+            return
         k = max(1, math.ceil(float(f) * num_tasks - 1e-9))
         if k * num_clients < num_tasks:
             raise ConfigError("schedule.task_fraction_per_client", f,
@@ -88,10 +116,28 @@ class HeterogeneousSchedule(OffsetSchedule):
             if order == "shuffled":
                 seq = [int(t) for t in numpy_rng(self.seed, TAG_ORDER, c).permutation(seq)]
             self.orders.append(seq)
-        self.task_fraction_per_client = float(f)
 
     def sequence(self, client_id: int) -> list[int]:
         return list(self.orders[client_id])
+
+    def layout(self) -> np.ndarray:
+        """``packed``: the sequences back to back (:meth:`Schedule.layout`); ``lockstep``: task ``t`` in its rounds."""
+        if self.layout_name == "packed":
+            return super().layout()
+        R = self.rounds_per_task
+        plans = np.full((self.num_clients, self.num_tasks * R), -1, dtype=np.int64)
+        for c, tasks in enumerate(self.orders):
+            for t in tasks:
+                plans[c, t * R : (t + 1) * R] = t
+        return plans
+
+
+def _task_clients(fraction: float, num_tasks: int, num_clients: int, seed: int) -> list[list[int]]:
+    """Lockstep: each task's own seeded draw of ``max(1, round(fraction * num_clients))`` clients, as task lists."""
+    size = max(1, round(fraction * num_clients))
+    holders = [set(numpy_rng(seed, TAG_TASK_CLIENTS, t).choice(num_clients, size=size, replace=False).tolist())
+               for t in range(num_tasks)]
+    return [[t for t in range(num_tasks) if c in holders[t]] for c in range(num_clients)]
 
 
 def _cover_all(subsets: list[np.ndarray], num_tasks: int, rng: np.random.Generator) -> list[np.ndarray]:

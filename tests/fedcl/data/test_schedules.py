@@ -66,6 +66,40 @@ def test_heterogeneous_orders_are_permutations_and_subsets_cover_all_tasks() -> 
     assert sub.total_rounds == 2 * 2
 
 
+def test_heterogeneous_lockstep_keeps_tasks_in_their_rounds_with_a_client_subset_each() -> None:
+    # Prepare: 4 tasks x 3 rounds, 10 clients, 40 % of the clients per task (FOT's heterogeneous set-up)
+    kw: dict[str, Any] = {"num_tasks": 4, "rpt": 3, "clients": 10, "seed": 5, "task_fraction_per_client": 0.4}
+    # Execute
+    lock = _make("heterogeneous", layout="lockstep", **kw)
+    packed = _make("heterogeneous", **kw)
+    # Assert: task t only in rounds t*R+1 .. (t+1)*R, by the same 4 clients in each of them, the others idle
+    plan = plan_matrix(lock)
+    assert lock.total_rounds == 4 * 3
+    holders = []
+    for t in range(4):
+        block = plan[:, t * 3 : (t + 1) * 3]
+        assert set(np.unique(block)) <= {-1, t}
+        assert (block == block[:, :1]).all()  # a client trains the whole task or none of it
+        holders.append(frozenset(np.flatnonzero(block[:, 0] == t).tolist()))
+        assert len(holders[-1]) == 4
+    assert len(set(holders)) > 1  # each task draws its own clients
+    assert all(lock.sequence(c) == sorted(lock.sequence(c)) for c in range(10))  # type: ignore[attr-defined]
+    # today's mode keeps its name: each client's tasks back to back, so two tasks can share a round
+    assert packed.total_rounds == 2 * 3
+    assert any(len(set(plan_matrix(packed)[:, r]) - {-1}) > 1 for r in range(packed.total_rounds))
+
+
+def test_heterogeneous_lockstep_with_explicit_orders_and_through_compose() -> None:
+    # Prepare / Execute: explicit task lists keep each task in its own rounds
+    sched = _make("heterogeneous", num_tasks=3, rpt=2, clients=3, layout="lockstep", orders=[[2, 0], [1], [0]])
+    cfg = compose(["schedule=heterogeneous", "schedule.layout=lockstep", "schedule.task_fraction_per_client=0.5"])
+    # Assert
+    assert np.array_equal(plan_matrix(sched), [[0, 0, -1, -1, 2, 2], [-1, -1, 1, 1, -1, -1], [0, 0, -1, -1, -1, -1]])
+    assert cfg.schedule["layout"] == "lockstep"
+    built = make_schedule(cfg.schedule, 4, 2, 6, 0)
+    assert (plan_matrix(built) >= 0).sum(axis=0).tolist() == [3] * 8  # round(0.5 * 6) clients in every round
+
+
 def test_reoccurrence_frequency_follows_weights() -> None:
     # Prepare
     weights = [0.6, 0.3, 0.1]
@@ -112,11 +146,18 @@ def test_bad_options_name_the_key() -> None:
         _make("synchronous", clients=1, leave_rounds={0: 2}).total_rounds  # noqa: B018
     with pytest.raises(ConfigError, match="schedule.offsets"):
         compose(["schedule=offsets", "federation.num_clients=2", "schedule.offsets=[0]"])
+    with pytest.raises(ConfigError, match="schedule.layout"):
+        compose(["schedule=heterogeneous", "schedule.layout=staggered"])
+    with pytest.raises(ConfigError, match="schedule.max_offset"):
+        _make("heterogeneous", layout="lockstep", max_offset=2, seed=1)
+    with pytest.raises(ConfigError, match="schedule.offsets"):
+        _make("heterogeneous", clients=3, layout="lockstep", offsets=[0, 1, 0])
 
 
 @pytest.mark.parametrize(("name", "kw"), [
     ("heterogeneous", {"order": "shuffled"}),
     ("heterogeneous", {"order": "same", "task_fraction_per_client": 0.4}),
+    ("heterogeneous", {"layout": "lockstep", "task_fraction_per_client": 0.5}),
     ("reoccurrence", {"length": 40, "weights": [0.4, 0.3, 0.1, 0.1, 0.1]}),
     ("offsets", {"max_offset": 3}),
 ])

@@ -48,3 +48,17 @@ def test_bad_model_config_names_the_key() -> None:
         validate_section(Model, {"name": "resnet"}, "model")
     with pytest.raises(ConfigError, match="model.width"):
         validate_section(Model, {"name": "mlp", "hidden": [16], "dropout": 0.0, "width": 3}, "model")
+
+
+def test_mlp_takes_one_dropout_rate_per_hidden_layer() -> None:
+    from fedcl.config import compose
+    from fedcl.models import MLP
+
+    # Prepare / Execute
+    model = MLP((6,), 3, hidden=[8, 8, 8], dropout=[0.2, 0.5, 0.5])
+    single = MLP((6,), 3, hidden=[8, 8], dropout=0.3)
+    # Assert: one Dropout after each hidden layer with its own rate; a single number applies to all
+    assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.2, 0.5, 0.5]
+    assert [m.p for m in single.modules() if isinstance(m, torch.nn.Dropout)] == [0.3, 0.3]
+    with pytest.raises(ConfigError, match="model.dropout.*one rate per hidden layer"):
+        compose(["model.hidden=[8,8]", "model.dropout=[0.2,0.5,0.5]"])
