@@ -3,7 +3,8 @@
 Command (results in simulations/benchmarks/results/method_zoo.md):
 
     nice -n 15 python -m simulations.benchmarks.method_zoo [--seeds 0 1 2] [--methods naive ewc derpp+fpf ...]
-        [--streams split permuted] [--rounds-per-task 2] [--eval-subset 200] [--out runs/bench_zoo]
+        [--streams split permuted] [--rounds-per-task 2] [--eval-subset 200] [--hidden 256 256]
+        [--out runs/bench_zoo]
 
 Protocol (issue 4): FedAvg, 10 clients all sampled every round, Dirichlet(0.5) label
 split per task, 5 tasks; Split Fashion-MNIST is class-incremental (2 classes per task,
@@ -66,6 +67,7 @@ def base_overrides(args: argparse.Namespace) -> list[str]:
         f"federation.rounds_per_task={args.rounds_per_task}",
         f"train.local_epochs={args.local_epochs}",
         f"stream.num_tasks={args.num_tasks}",
+        f"model.hidden=[{','.join(map(str, args.hidden))}]",
         "stream.partition=dirichlet",
         f"stream.alpha={args.alpha}",
         f"eval.subset_size={args.eval_subset}",
@@ -97,10 +99,11 @@ def run_zoo(args: argparse.Namespace) -> tuple[dict[str, dict[str, list[dict[str
     base = base_overrides(args)
     results: dict[str, dict[str, list[dict[str, Any]]]] = {s: {m: [] for m in args.methods} for s in args.streams}
     failures: list[str] = []
-    # seeds outermost: an interrupted zoo has every method at the same number of seeds
+    # seeds outermost: an interrupted zoo has every method at the same number of seeds; streams innermost:
+    # every finished method has both streams
     for seed in args.seeds:
-        for stream in args.streams:
-            for method in args.methods:
+        for method in args.methods:
+            for stream in args.streams:
                 out = args.out.resolve() / stream
                 if args.table_only:  # tabulate the finished runs, start none
                     path = out / slug(method) / f"seed{seed}" / "summary.json"
@@ -126,7 +129,8 @@ def _command(args: argparse.Namespace) -> str:
         parts += ["--streams", *args.streams]
     parts += [f"--rounds-per-task {args.rounds_per_task}", f"--local-epochs {args.local_epochs}",
               f"--eval-subset {args.eval_subset}", f"--num-tasks {args.num_tasks}",
-              f"--num-clients {args.num_clients}", f"--alpha {args.alpha}"]
+              f"--num-clients {args.num_clients}", f"--alpha {args.alpha}",
+              "--hidden " + " ".join(map(str, args.hidden))]
     return " ".join(parts)
 
 
@@ -138,7 +142,8 @@ def write_results(
     protocol = (
         f"Protocol: FedAvg, {args.num_clients} clients (all every round), Dirichlet({args.alpha}) label split per "
         f"task, {args.num_tasks} tasks, {args.rounds_per_task} rounds per task, {args.local_epochs} local epoch(s), "
-        f"MLP 784-256-256-10, SGD lr 0.05 batch 64, per-round eval subset {args.eval_subset} per task, accuracy "
+        f"MLP 784-{'-'.join(map(str, args.hidden))}-10, SGD lr 0.05 batch 64, per-round eval subset "
+        f"{args.eval_subset} per task, accuracy "
         "matrix on the full test split at each task end, `backend=inprocess`. Method parameters: their YAML "
         "defaults; `a+b` is the composition `method=[a,b]`. Metrics in percent, mean ± std over seeds, from the "
         "accuracy matrix A (A[i, j]: task j after task i, T the last task): ACC = mean_j A[T, j]; "
@@ -181,6 +186,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-tasks", type=int, default=5)
     parser.add_argument("--num-clients", type=int, default=10)
     parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256], help="MLP hidden layer widths")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_zoo"))
     parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file the tables go to")
     parser.add_argument("--table-only", action="store_true", help="only tabulate runs already finished")

@@ -17,7 +17,7 @@ from fedcl.methods.er import ER
 from fedcl.methods.fpf import FPF, KFPF, KFPFKD, default_modules, select_parameters
 from fedcl.methods.naive import Naive
 from fedcl.models import MLP
-from fedcl.trainer import train_local
+from fedcl.trainer import task_logits, train_local
 from tests.fedcl.methods.test_ema import assert_state_equal
 from tests.fedcl.methods.toy import run_two_tasks, sgd
 
@@ -114,6 +114,27 @@ def test_kd_finetuning_loss_is_ce_plus_weighted_mse_to_the_stored_logits() -> No
     _fill(ce_only, ctx, logits=stored)
     assert not ce_only.buffer.has_logits
     torch.testing.assert_close(ce_only.buffer_loss(ctx), F.cross_entropy(out, ctx.y[order]))
+
+
+def test_kd_on_a_multi_head_model_stores_the_raw_head_output_and_finetunes_through_it() -> None:
+    # Prepare: task 1 of a two-head model; the trainer hands the plugin logits masked to -inf outside [2, 3]
+    torch.manual_seed(0)
+    model = MLP((3,), 4, hidden=[5], num_heads=2)
+    method = KFPFKD(buffer_size=16, batch_size=16, kd_weight=0.5)
+    ctx = _ctx(model, task_id=1)
+    ctx.multi_head, ctx.task_classes = True, [2, 3]
+    ctx.y = ctx.y % 2 + 2
+    masked = task_logits(model, ctx.x, 1, True, [2, 3])
+    # Execute
+    _fill(method, ctx, logits=masked)
+    got = method.buffer_loss(ctx)
+    # Assert: the stored logits are head 1's raw output (finite), and the loss goes through head 1, unmasked
+    assert method.buffer.logits is not None
+    torch.testing.assert_close(method.buffer.logits, model(ctx.x, 1).detach())
+    order = method.buffer.sample(16, generator=torch.Generator().manual_seed(0))["index"]
+    out = model(ctx.x[order], 1)
+    want = F.cross_entropy(out, ctx.y[order]) + 0.5 * F.mse_loss(out, model(ctx.x, 1).detach()[order])
+    torch.testing.assert_close(got, want)
 
 
 class _Counter(KFPF):
