@@ -125,7 +125,7 @@ def train_local(method: CLMethod, ctx: TaskContext, cfg: TrainConfig) -> TrainRe
         for start in range(0, n, cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
             bx, by = method.adapt_batch(x[idx], y[idx], ctx)
-            ctx.batch_x, ctx.batch_y = bx, by
+            ctx.batch_x, ctx.batch_y, ctx.fresh_rows = bx, by, int(idx.shape[0])
             if heads is not None and tids is not None:
                 # rows a method appended in adapt_batch go through the current task's head, as without task ids
                 extra = torch.full((bx.shape[0] - idx.shape[0],), ctx.task_id, dtype=tids.dtype, device=tids.device)
@@ -152,7 +152,7 @@ def train_local(method: CLMethod, ctx: TaskContext, cfg: TrainConfig) -> TrainRe
                 tot_seen += by.shape[0]
             steps += 1
     method.after_round(ctx)
-    ctx.batch_x = ctx.batch_y = None
+    ctx.batch_x = ctx.batch_y = ctx.fresh_rows = None
     # the weight of this reply in FedAvg: the samples the round's epochs ran over
     return TrainResult(
         loss=tot_loss / max(tot_seen, 1), acc=tot_correct / max(tot_seen, 1), num_examples=n, steps=steps

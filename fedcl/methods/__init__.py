@@ -27,6 +27,8 @@ METHODS: Registry[CLMethod] = Registry("method", {
     "uer": "fedcl.methods.uer:UER",
     "wa": "fedcl.methods.wa:WA",
     "fpf": "fedcl.methods.fpf:FPF",
+    "kfpf": "fedcl.methods.fpf:KFPF",
+    "kfpf_kd": "fedcl.methods.fpf:KFPFKD",
     "ema": "fedcl.methods.ema:EMA",
     "ema_balanced": "fedcl.methods.ema_balanced:EMABalanced",
     "lines": "fedcl.methods.lines:LiNeS",

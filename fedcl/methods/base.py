@@ -63,6 +63,9 @@ class TaskContext:
         The optimiser of this round (set by the trainer before the first step).
     batch_x, batch_y : torch.Tensor | None
         The current mini-batch, after ``adapt_batch``.
+    fresh_rows : int | None
+        How many leading rows of ``batch_x`` are the round's own samples; the rows after
+        them were appended by a method's ``adapt_batch`` (replay). ``None`` outside a step.
     payload : dict[str, Any]
         Extra server payloads (e.g. aggregated Fisher) keyed by record name.
     task_data : Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None
@@ -95,6 +98,7 @@ class TaskContext:
     optimizer: torch.optim.Optimizer | None = None
     batch_x: torch.Tensor | None = None
     batch_y: torch.Tensor | None = None
+    fresh_rows: int | None = None
     multi_head: bool = False
     payload: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
 
+import fedcl
 from fedcl.config import compose
 from fedcl.methods import Composite, build_method
 from fedcl.methods.base import CLMethod, TaskContext
@@ -108,3 +111,20 @@ def test_er_ewc_loss_is_ers_batch_plus_ewcs_penalty_and_task_end_estimates_the_f
     restored.load_state_dict(method.state_dict())
     assert len(restored.parts["er"].buffer) == 8  # type: ignore[attr-defined]
     assert restored.parts["ewc"].fisher.keys() == ewc.fisher.keys()  # type: ignore[attr-defined]
+
+
+def test_derpp_with_the_fpf_plugin_runs_end_to_end(tmp_path: Path) -> None:
+    # Prepare: method=[derpp,fpf] through the config, the round loop and the ClientApp (in-process engine)
+    cfg = compose(synthetic_overrides("method=[derpp,fpf]", "backend=inprocess", "quiet=true", "output.plots=false"))
+    # Execute
+    summary = fedcl.run(cfg, tmp_path / "run")
+    # Assert: 2 tasks x 2 rounds; the plugin fine-tuned at each task's end (1, then 2 per client); every
+    # client's saved state holds both methods' states side by side, each with its own buffer
+    assert summary["rounds"] == 4 and len(summary["accuracy_matrix"]) == 2
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["client_metrics"].get("fpf-finetunes") for r in rows] == [None, 1.0, None, 2.0]
+    for path in sorted((tmp_path / "run" / "client_state").glob("client-*.pt")):
+        state = torch.load(path, weights_only=False)["method"]
+        assert set(state) == {"derpp", "fpf"}
+        assert len(state["derpp"]["buffer"]["y"]) == len(state["fpf"]["buffer"]["y"]) > 0
+        assert state["fpf"]["finetunes"] == 2

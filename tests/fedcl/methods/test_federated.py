@@ -28,8 +28,10 @@ CASES: list[tuple[str, dict[str, Any], bool, float, float]] = [
     ("er+ewc", {"ewc": {"fisher_samples": 32}}, False, 0.3, 0.8),
     ("ewc", {"ewc_lambda": 100.0, "fisher_samples": 64}, False, 0.2, 0.9),
     ("fedcurv", {"lam": 50.0, "fisher_samples": 64}, False, 0.15, 0.9),
-    ("fpf", {"mode": "fpf"}, False, 0.3, 0.9),
-    ("fpf", {"mode": "kfpf", "k": 20}, False, 0.3, 0.9),
+    ("fpf", {"steps": 50}, False, 0.3, 0.9),
+    ("kfpf", {"every": 5}, False, 0.3, 0.9),
+    ("kfpf_kd", {"every": 5}, False, 0.3, 0.9),
+    ("derpp+fpf", {}, False, 0.25, 0.9),
     ("gpm", {"threshold": 0.7, "threshold_increment": 0.0}, False, 0.3, 0.8),
     ("joint", {}, False, 0.3, 0.8),
     ("lwf", {"alpha": 5.0}, True, 0.15, 0.6),
@@ -45,7 +47,7 @@ def test_naive_global_model_forgets_the_first_task() -> None:
 
 
 @pytest.mark.parametrize(("name", "params", "multi_head", "margin", "last"), CASES,
-                         ids=[f"{c[0]}-{c[1].get('mode', '')}" for c in CASES])
+                         ids=[c[0] for c in CASES])
 def test_global_model_forgets_less_than_naive(
     name: str, params: dict[str, Any], multi_head: bool, margin: float, last: float
 ) -> None:
