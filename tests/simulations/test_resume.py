@@ -22,7 +22,8 @@ from tests.conftest import FMNIST_DIR, synthetic_overrides
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-OVERRIDES = synthetic_overrides("stream.num_tasks=3", "train.local_epochs=3", "quiet=true")
+# in process (the launcher is the whole run); the Flower path is killed and resumed in the FOT + ER test below
+OVERRIDES = synthetic_overrides("stream.num_tasks=3", "train.local_epochs=3", "quiet=true", "backend=inprocess")
 EXACT = ("acc", "forgetting", "forgetting_max", "bwt", "accuracy_matrix", "min_acc", "wc_acc", "stability_gap")
 
 
