@@ -25,7 +25,7 @@ def test_fot_forgets_less_than_fedavg_same_seed(tmp_path: Path) -> None:
     # Prepare / Execute: the same stream, seed and clients; only the strategy differs
     fedavg = run(compose([*SMALL_PERMUTED, "strategy=fedavg"]), tmp_path / "fedavg")
     fot = run(compose([*SMALL_PERMUTED, "strategy=fot"]), tmp_path / "fot")
-    # Assert (measured with make run, 2026-11-27: FedAvg forgetting 2.10 points, FOT 0.35; ACC 84.11 vs 84.94)
+    # Assert (measured with make run, 2026-11-30: FedAvg forgetting 2.08 points, FOT 0.42; ACC 84.12 vs 84.86)
     assert fedavg["forgetting"] > 0.01
     assert fot["forgetting"] < 0.5 * fedavg["forgetting"]
     assert fot["acc"] >= fedavg["acc"] - 0.01
