@@ -61,20 +61,10 @@ class CpuSampler(threading.Thread):
         self.stop_event = threading.Event()
 
     def run(self) -> None:
-        from simulations.benchmarks.scale import _children
+        from simulations.benchmarks.scale import tree_cpu_seconds
 
-        tick = os.sysconf("SC_CLK_TCK")
         while not self.stop_event.is_set():
-            kids, todo = _children(), [self.pid]
-            while todo:
-                pid = todo.pop()
-                todo.extend(kids.get(pid, []))
-                try:
-                    with open(f"/proc/{pid}/stat") as fh:
-                        fields = fh.read().rsplit(")", 1)[1].split()
-                    self.last[pid] = (int(fields[11]) + int(fields[12])) / tick
-                except (OSError, IndexError, ValueError):
-                    continue
+            self.last.update(tree_cpu_seconds(self.pid))
             self.stop_event.wait(0.5)
 
     @property

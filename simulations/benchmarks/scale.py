@@ -50,6 +50,22 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
+def tree_cpu_seconds(root: int) -> dict[int, float]:
+    """CPU seconds (user + system) of ``root`` and every process below it now, by pid (gone ones skipped)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    kids, todo, out = _children(), [root], {}
+    while todo:
+        pid = todo.pop()
+        todo.extend(kids.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            out[pid] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
 def tree_memory(root: int) -> tuple[int, int, int]:
     """(sum RSS bytes, sum PSS bytes, number of processes) of ``root`` and all its descendants."""
     kids = _children()

@@ -64,23 +64,17 @@ class TreeCpu(threading.Thread):
         self.frozen: dict[str, float] | None = None
 
     def run(self) -> None:
-        from simulations.benchmarks.scale import _children
+        from simulations.benchmarks.scale import tree_cpu_seconds
 
-        tick = os.sysconf("SC_CLK_TCK")
         while not self.stop_event.is_set():
-            kids, todo = _children(), [self.root]
-            while todo:
-                pid = todo.pop()
-                todo.extend(kids.get(pid, []))
-                try:
-                    with open(f"/proc/{pid}/stat") as fh:
-                        fields = fh.read().rsplit(")", 1)[1].split()
-                    self.cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
-                    if pid not in self.cmd or not self.cmd[pid]:
+            for pid, sec in tree_cpu_seconds(self.root).items():
+                self.cpu[pid] = sec
+                if not self.cmd.get(pid):
+                    try:
                         with open(f"/proc/{pid}/cmdline", "rb") as fh:
                             self.cmd[pid] = fh.read().replace(b"\0", b" ").decode(errors="replace")
-                except (OSError, IndexError, ValueError):
-                    continue
+                    except OSError:
+                        continue
             self.stop_event.wait(self.interval)
 
     def per_process(self) -> list[tuple[str, float]]:
