@@ -127,16 +127,7 @@ class ReservoirBuffer:
         """
         if self.y is None or not classes:
             return 0
-        keep = ~torch.isin(self.y, torch.as_tensor(classes, dtype=self.y.dtype))
-        removed = int((~keep).sum())
-        if removed:
-            for key in ("x", "y", "task_ids", "logits"):
-                value = getattr(self, key)
-                if value is not None:
-                    setattr(self, key, value[keep].clone())
-            if self.y is not None and self.y.shape[0] == 0:
-                self.x = self.y = self.task_ids = self.logits = None
-        return removed
+        return self.drop_rows(torch.isin(self.y, torch.as_tensor(classes, dtype=self.y.dtype)))
 
     def drop_rows(self, drop: torch.Tensor) -> int:
         """Remove the held samples where the boolean mask ``drop`` is True (forgotten samples); return how many."""
