@@ -105,6 +105,15 @@ def load_pickle(raw: bytes, where: str | Path) -> Any:
     return obj
 
 
+def read_pickle_dict(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The dict pickled in the file ``path``, holding ``keys`` (a DataError naming the file otherwise)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    return require_keys(load_pickle(raw, path), keys, path)
+
+
 def require_keys(obj: Any, keys: tuple[str, ...], where: str | Path) -> dict[str, Any]:
     """``obj`` as a dict holding ``keys``, else a DataError listing what the file has."""
     if not isinstance(obj, dict):

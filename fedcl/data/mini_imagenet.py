@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fedcl.data.imagefolder import read_image_folder
-from fedcl.data.images import ImageData, load_pickle, require_keys
+from fedcl.data.images import ImageData, read_pickle_dict
 from fedcl.errors import DataError
 
 NPY = ("train_x.npy", "train_y.npy", "test_x.npy", "test_y.npy")
@@ -49,11 +49,7 @@ def _npy_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pkl_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-    d = require_keys(load_pickle(raw, path), ("images", "labels"), path)
+    d = read_pickle_dict(path, ("images", "labels"))
     try:
         x = np.stack([np.asarray(im, dtype=np.uint8) for im in d["images"]])
     except ValueError as exc:

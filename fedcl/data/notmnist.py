@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fedcl.data.imagefolder import decode_splits, image_files
-from fedcl.data.images import ImageData, load_pickle, require_keys
+from fedcl.data.images import ImageData, read_pickle_dict
 from fedcl.errors import DataError
 
 PICKLES = {"train": "notmnist_train.pkl", "test": "notmnist_test.pkl"}
@@ -30,11 +30,7 @@ ACL_SPLITS = {"train": "Train", "test": "Test"}
 
 
 def _read_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-    d = require_keys(load_pickle(raw, path), ("features", "labels"), path)
+    d = read_pickle_dict(path, ("features", "labels"))
     x, y = np.asarray(d["features"]), np.asarray(d["labels"]).reshape(-1)
     if x.ndim == 4 and x.shape[1] == 1:
         x = x[:, 0]
