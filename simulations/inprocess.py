@@ -125,5 +125,5 @@ def run_inprocess(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Run ``cfg`` with the in-process engine into ``run_dir``; return the summary."""
     from strategies.server.loop import run_federation
 
-    nodes = cfg.backend.num_supernodes or cfg.federation.num_clients
+    nodes = cfg.supernodes
     return run_federation(InProcessGrid(nodes, max(1, math.floor(cfg.backend.client_num_cpus))), cfg, run_dir)

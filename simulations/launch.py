@@ -148,7 +148,7 @@ def superlink(env: dict[str, str]) -> SimulationSuperLink:
 def federation_config(cfg: Config) -> str:
     """``--federation-config`` for the run: SuperNodes and per-client Ray resources."""
     be = cfg.backend
-    nodes = be.num_supernodes or cfg.federation.num_clients
+    nodes = cfg.supernodes
     parts = [
         f"num-supernodes={int(nodes)}",
         f"client-resources-num-cpus={be.client_num_cpus:g}",

@@ -92,6 +92,24 @@ class Config(Section):
     def schedule_name(self) -> str:
         return str(self.schedule["name"])
 
+    @property
+    def supernodes(self) -> int:
+        """SuperNodes the run simulates: ``backend.num_supernodes``, else a default that fits the run.
+
+        One node per logical client where a node must keep playing the same client (``state_store=context``,
+        ``node_mapping=partition``) or may play only one client per round (secure aggregation); otherwise
+        the clients per round. A node can then play any logical client (its state is in the disk store,
+        its data and seeds follow the client id, so the numbers do not depend on the node count), and
+        Flower's simulation sweeps every node id every 0.1 s (O(nodes x messages)): idle nodes would make a
+        round slower the more clients the run has (simulations/benchmarks/results/scale.md).
+        """
+        if self.backend.num_supernodes is not None:
+            return self.backend.num_supernodes
+        fed = self.federation
+        if fed.state_store == "context" or fed.node_mapping == "partition" or self.privacy.secure_aggregation:
+            return fed.num_clients
+        return fed.per_round
+
     def dump(self) -> dict[str, Any]:
         """The plain dict (JSON / YAML types) of this config, every key present."""
         return self.model_dump(mode="json", exclude_none=False)
@@ -299,7 +317,7 @@ def _secagg(cfg: Config) -> None:
          "update, which secure aggregation hides (the server only gets the sum)")
     fed = cfg.federation
     ns = cfg.backend.num_supernodes
-    nodes = fed.num_clients if ns is None else ns
+    nodes = cfg.supernodes
     # SecAgg+ keeps its protocol state per SuperNode: a node may play only one logical client per round
     _req(nodes >= fed.per_round, "backend.num_supernodes", ns,
          f"at least the clients per round ({fed.per_round}) under secure aggregation: each SuperNode runs one "

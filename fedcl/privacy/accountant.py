@@ -151,10 +151,12 @@ class StreamAccountant:
                 "the run stops here: raise the budget or the noise"
             )
 
-    def compose(self, release: Release) -> float:
-        """Compose ``release``; return the run's epsilon at ``delta``."""
-        self._acc.compose(self._event(release))
-        self.ledger.append(release)
+    def compose(self, release: Release, count: int = 1) -> float:
+        """Compose ``release`` (``count`` times in a row); return the run's epsilon at ``delta``."""
+        if count < 1:
+            raise ValueError(f"a release is composed at least once, got count={count}")
+        self._acc.compose(self._event(release), count)
+        self.ledger.extend([release] * count)
         self.epsilon = float(self._acc.get_epsilon(self.delta))
         return self.epsilon
 

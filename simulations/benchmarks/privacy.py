@@ -4,6 +4,7 @@ Command (results in simulations/benchmarks/results/privacy.md):
 
     python -m simulations.benchmarks.privacy [--seeds 0] [--experiment demo_pmnist] [--out DIR] [--only NAME ...]
     python -m simulations.benchmarks.privacy --protocol-only   # SecAgg+ protocol alone, in-process
+    python -m simulations.benchmarks.privacy --dp-experiment [--epsilons 8 4 1] [--gpse-ratios 1 4 16]
 
 Every variant is a real Flower simulation (``simulations.run.run``) of the same small stream
 (``experiment=demo_pmnist``: 3 Permuted Fashion-MNIST tasks, 3 clients, 3 rounds per task).
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,85 @@ def variants() -> dict[str, list[str]]:
     for z in NOISE:
         for strat, name in (("fedavg", "FedAvg"), ("fot", "FOT")):
             out[f"{name} DP z={z}"] = [f"strategy={strat}", "privacy=dp_central", f"privacy.dp.noise_multiplier={z}"]
+    return out
+
+
+# ---- --dp-experiment: epsilon vs accuracy where client-level DP is meaningful (experiment=dp_pmnist) ----------
+DP_EXPERIMENT = "dp_pmnist"
+DP_BASE = ["privacy=dp_central", "privacy.dp.sampling=without_replacement", "privacy.dp.clipping_norm=1.0"]
+GPSE_RATIO = 4.0  # FOT's DP-GPSE multiplier / its training multiplier in the epsilon rows (see ``dp_variants``)
+
+
+def planned_epsilon(cfg: Any, z: float, gpse_z: float | None) -> float:
+    """Epsilon at ``privacy.dp.delta`` of a run of ``cfg`` that trains every round at multiplier ``z``.
+
+    The releases the strategies compose: one per round (the clients per round out of every client, none
+    excluded), and with ``gpse_z`` one DP-GPSE release per task over the clients that trained it (not
+    subsampled; their number is the expected count under uniform sampling, rounded up).
+    """
+    from fedcl.privacy.accountant import Release, StreamAccountant
+
+    fed, dp = cfg.federation, cfg.privacy.dp
+    acc = StreamAccountant(delta=dp.delta, sampling=dp.sampling)
+    q = fed.per_round / fed.num_clients
+    trained = math.ceil(fed.num_clients * (1 - (1 - q) ** fed.rounds_per_task))
+    for _task in range(cfg.stream.num_tasks):
+        acc.compose(Release(z, fed.per_round, fed.num_clients), fed.rounds_per_task)
+        if gpse_z is not None:
+            acc.compose(Release(gpse_z, trained, trained, kind="gpse"))
+    return acc.epsilon
+
+
+def calibrate(cfg: Any, epsilon: float, gpse_ratio: float | None) -> float:
+    """The training multiplier z whose run ends at ``epsilon`` (bisection on :func:`planned_epsilon`, 1e-3)."""
+    lo, hi = 0.3, 200.0
+    for _ in range(40):
+        mid = math.sqrt(lo * hi)
+        if planned_epsilon(cfg, mid, None if gpse_ratio is None else gpse_ratio * mid) > epsilon:
+            lo = mid
+        else:
+            hi = mid
+        if hi / lo < 1 + 1e-3:
+            break
+    return hi
+
+
+def dp_variants(epsilons: list[float], gpse_ratios: list[float], large: int = 10_000) -> dict[str, list[str]]:
+    """The ``--dp-experiment`` rows, most informative first (everything on ``dp_pmnist``).
+
+    FedAvg and FOT in the clear; at each target epsilon FedAvg (z calibrated to it) and FOT (z and a DP-GPSE
+    multiplier of ``GPSE_RATIO`` z calibrated together); after the first epsilon, FOT at that epsilon's training
+    noise with each DP-GPSE ratio in ``gpse_ratios`` (what noising the sketches costs); and the smallest epsilon
+    again with ``large`` clients, a tenth of them per round (the same sampling rate, so the same z, but the noise
+    on the mean is z C / m with ten times the m).
+    """
+    from fedcl.config import compose
+
+    cfg = compose([f"experiment={DP_EXPERIMENT}", *DP_BASE])
+    big = [f"federation.num_clients={large}", f"federation.clients_per_round={large // 10}"]
+    out: dict[str, list[str]] = {"FedAvg clear": ["strategy=fedavg"], "FOT clear": ["strategy=fot"]}
+    for i, eps in enumerate(epsilons):
+        z = calibrate(cfg, eps, None)
+        out[f"FedAvg eps~{eps:g} (z={z:.3g})"] = ["strategy=fedavg", *DP_BASE, f"privacy.dp.noise_multiplier={z:.4g}"]
+        zf = calibrate(cfg, eps, GPSE_RATIO)
+        out[f"FOT eps~{eps:g} (z={zf:.3g}, GPSE {GPSE_RATIO:g}z)"] = [
+            "strategy=fot", *DP_BASE, f"privacy.dp.noise_multiplier={zf:.4g}",
+            f"privacy.dp.gpse_noise_multiplier={GPSE_RATIO * zf:.4g}"]
+        if i == 0:
+            for r in gpse_ratios:
+                out[f"FOT z={zf:.3g}, GPSE {r:g}z"] = [
+                    "strategy=fot", *DP_BASE, f"privacy.dp.noise_multiplier={zf:.4g}",
+                    f"privacy.dp.gpse_noise_multiplier={r * zf:.4g}"]
+    if epsilons and large:
+        eps = min(epsilons)
+        cfg_big = compose([f"experiment={DP_EXPERIMENT}", *DP_BASE, *big])
+        z = calibrate(cfg_big, eps, None)
+        out[f"FedAvg eps~{eps:g} (z={z:.3g}), {large} clients"] = [
+            "strategy=fedavg", *DP_BASE, *big, f"privacy.dp.noise_multiplier={z:.4g}"]
+        zf = calibrate(cfg_big, eps, GPSE_RATIO)
+        out[f"FOT eps~{eps:g} (z={zf:.3g}, GPSE {GPSE_RATIO:g}z), {large} clients"] = [
+            "strategy=fot", *DP_BASE, *big, f"privacy.dp.noise_multiplier={zf:.4g}",
+            f"privacy.dp.gpse_noise_multiplier={GPSE_RATIO * zf:.4g}"]
     return out
 
 
@@ -158,7 +239,17 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="variant names to run (default: all)")
     parser.add_argument("--protocol-only", action="store_true",
                         help="only time the SecAgg+ protocol in-process (no Ray, no training) and print it")
+    parser.add_argument("--dp-experiment", action="store_true",
+                        help=f"epsilon vs accuracy on experiment={DP_EXPERIMENT} (FedAvg, FOT, DP-GPSE levels) "
+                        "into results/privacy_dp.md")
+    parser.add_argument("--epsilons", type=float, nargs="*", default=[8.0, 4.0, 1.0])
+    parser.add_argument("--large-population", type=int, default=10_000,
+                        help="clients of the smallest epsilon's extra rows (a tenth per round; 0: none)")
+    parser.add_argument("--gpse-ratios", type=float, nargs="*", default=[1.0, 16.0],
+                        help="DP-GPSE multiplier / training multiplier of the DP-GPSE rows")
     args = parser.parse_args()
+    if args.dp_experiment:
+        return dp_experiment(args)
     if args.protocol_only:
         import logging
 
@@ -196,6 +287,34 @@ def main() -> None:
             "included). The machine (2 cores) is shared with other jobs, so timings are indicative.",
         )
     print(table)
+
+
+def dp_experiment(args: argparse.Namespace) -> None:
+    """``--dp-experiment``: every variant of :func:`dp_variants`, the table rewritten after each run."""
+    rows = dp_variants(args.epsilons, args.gpse_ratios, args.large_population)
+    chosen = {k: v for k, v in rows.items() if not args.only or k in args.only}
+    out = (args.out or Path("runs/bench_privacy_dp")).resolve()
+    command = ("python -m simulations.benchmarks.privacy --dp-experiment --seeds " + " ".join(map(str, args.seeds))
+               + " --epsilons " + " ".join(f"{e:g}" for e in args.epsilons)
+               + " --gpse-ratios " + " ".join(f"{r:g}" for r in args.gpse_ratios)
+               + f" --large-population {args.large_population}")
+    results: dict[str, list[dict[str, Any]]] = {}
+    for name, overrides in chosen.items():
+        try:
+            results.update(run_variants(out, [f"experiment={DP_EXPERIMENT}", "device=cpu"], {name: overrides},
+                                        args.seeds))
+        except Exception as exc:  # a noise level the divergence guard refuses is a result too: keep going
+            print(f"[{name}] refused / failed: {exc}", flush=True)
+            continue
+        table = write_table(
+            Path(__file__).parent / "results" / "privacy_dp.md",
+            f"Privacy: epsilon vs accuracy, experiment={DP_EXPERIMENT}", command, results,
+            {"epsilon (delta=1e-5)": _epsilon, "s / round (median)": lambda runs: f"{_round_s(runs):.1f}"},
+            notes="Percentages; mean ± std over seeds. Client-level central DP, client-side clipping C = 1, "
+            "uniform sampling without replacement (replace-one neighbours: sensitivity 2C); epsilon is the "
+            "run's accountant over every release (training rounds and, for FOT, one DP-GPSE release per task).",
+        )
+        print(table, flush=True)
 
 
 if __name__ == "__main__":

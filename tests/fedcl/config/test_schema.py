@@ -204,3 +204,19 @@ def test_corrupt_gz_file_names_the_file(tmp_path: Path) -> None:
         load_idx_folder(tmp_path)
     with pytest.raises(DataError, match="t10k-labels"):
         read_idx(f)
+
+
+@pytest.mark.parametrize(("extra", "nodes"), [
+    ([], 3),                                                                   # every client trains every round
+    (["federation.num_clients=10", "federation.clients_per_round=4"], 4),     # a node plays any client (disk store)
+    (["federation.num_clients=10", "federation.clients_per_round=4", "backend.num_supernodes=7"], 7),
+    (["federation.num_clients=10", "federation.clients_per_round=4", "federation.state_store=context"], 10),
+    (["federation.num_clients=10", "federation.clients_per_round=4", "federation.node_mapping=partition"], 10),
+    (["federation.num_clients=10", "federation.clients_per_round=4", "privacy=secagg"], 10),
+])
+def test_supernodes_default_to_the_clients_per_round_where_a_node_may_play_any_client(
+        extra: list[str], nodes: int) -> None:
+    # Prepare / Execute
+    cfg = compose(synthetic_overrides(*extra))
+    # Assert: idle nodes would cost Flower's node sweep time every round; a node bound to one client needs its own
+    assert cfg.supernodes == nodes

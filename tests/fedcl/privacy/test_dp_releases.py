@@ -43,6 +43,24 @@ def test_without_replacement_accounts_the_replace_one_sensitivity() -> None:
     assert 70.0 < eps < 100.0, eps
 
 
+def test_a_release_composed_n_times_at_once_is_n_releases() -> None:
+    # Prepare
+    one_by_one = StreamAccountant(delta=1e-5, sampling="without_replacement")
+    at_once = StreamAccountant(delta=1e-5, sampling="without_replacement")
+    train, gpse = Release(2.0, 10, 100), Release(8.0, 50, 50, kind="gpse")
+    # Execute
+    for _ in range(30):
+        one_by_one.compose(train)
+    one_by_one.compose(gpse)
+    at_once.compose(train, 30)
+    eps = at_once.compose(gpse)
+    # Assert: the same epsilon and the same ledger (a resumed run replays it)
+    assert eps == pytest.approx(one_by_one.epsilon, rel=1e-9)
+    assert at_once.ledger == one_by_one.ledger and at_once.releases_by_kind() == {"train": 30, "gpse": 1}
+    with pytest.raises(ValueError, match="at least once"):
+        at_once.compose(train, 0)
+
+
 def test_without_replacement_population_is_the_eligible_clients(message_identity: None) -> None:
     # Prepare: 3 clients, one excluded (left after an unlearning request): the sample comes from 2
     s = make_strategy("privacy=dp_central", "privacy.dp.clipping=server", "privacy.dp.sampling=without_replacement",
