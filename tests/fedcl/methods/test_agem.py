@@ -138,3 +138,108 @@ def test_projection_is_exactly_g_minus_its_component_along_g_ref() -> None:
     before = flat_grad(params).clone()
     disabled.after_backward(ctx)
     assert torch.equal(flat_grad(params), before)
+
+
+# ---- hand-built gradients: the projection rule, its threshold, its count, its randomness ------------------------
+def _memory_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params,
+                                                                                              strict=True)])
+
+
+def _with_grad(model: torch.nn.Module, flat: torch.Tensor) -> list[torch.nn.Parameter]:
+    from fedcl.methods._utils import assign_flat_grad
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    assign_flat_grad(params, flat.clone())
+    return params
+
+
+def test_projection_divides_by_the_reference_norm_also_when_it_is_below_one() -> None:
+    # Prepare: tiny inputs, so the memory's gradient is mostly the output bias's (|g_ref|^2 < 1), and g = -g_ref + h
+    model = make_model(0)
+    x0, y0 = toy_task(0, 16, seed=0)
+    x0 = x0 * 1e-3
+    method = AGEM(buffer_size=16, ref_batch_size=16)
+    method.buffer.add(x0, y0, torch.zeros_like(y0))
+    g_ref = _memory_gradient(model, x0, y0)
+    assert float(g_ref @ g_ref) < 0.5  # the case under test
+    h = torch.randn(g_ref.numel(), generator=torch.Generator().manual_seed(3))
+    g = -g_ref + h
+    params = _with_grad(model, g)
+    # Execute
+    method.after_backward(make_ctx(model, 1, x0, y0))
+    # Assert: exactly g - (g . g_ref / g_ref . g_ref) g_ref, and the result no longer conflicts
+    expected = g - (g @ g_ref) / (g_ref @ g_ref) * g_ref
+    torch.testing.assert_close(flat_grad(params), expected, rtol=1e-5, atol=1e-7)
+    assert abs(float(flat_grad(params) @ g_ref)) < 1e-4
+
+
+@pytest.mark.parametrize("agreement", [0.0, 0.5])
+def test_a_gradient_that_does_not_conflict_is_left_alone_and_not_counted(agreement: float) -> None:
+    # Prepare: g . g_ref = agreement exactly (0: a zero gradient; 0.5: a small positive agreement)
+    model = make_model(0)
+    x0, y0 = toy_task(0, 16, seed=0)
+    method = AGEM(buffer_size=16, ref_batch_size=16)
+    method.buffer.add(x0, y0, torch.zeros_like(y0))
+    g_ref = _memory_gradient(model, x0, y0).double()
+    g = (agreement / (g_ref @ g_ref) * g_ref).float()
+    params = _with_grad(model, g)
+    ctx = make_ctx(model, 1, x0, y0)
+    # Execute
+    method.after_backward(ctx)
+    # Assert
+    assert torch.equal(flat_grad(params), g)
+    assert ctx.metrics["agem-projected"] == 0.0
+
+
+def test_every_projected_step_is_counted() -> None:
+    # Prepare: two steps whose gradient is the negated memory gradient (always a conflict)
+    model = make_model(0)
+    x0, y0 = toy_task(0, 16, seed=0)
+    method = AGEM(buffer_size=16, ref_batch_size=16)
+    method.buffer.add(x0, y0, torch.zeros_like(y0))
+    ctx = make_ctx(model, 1, x0, y0)
+    # Execute
+    for _ in range(2):
+        _with_grad(model, -_memory_gradient(model, x0, y0))
+        method.after_backward(ctx)
+    # Assert
+    assert ctx.metrics["agem-projected"] == 2.0
+
+
+def test_a_parameter_the_memory_loss_does_not_use_keeps_its_gradient() -> None:
+    # Prepare: a parameter outside the forward pass (a multi-head model's other heads): no reference gradient
+    model = make_model(0)
+    model.register_parameter("unused", torch.nn.Parameter(torch.zeros(3)))
+    x0, y0 = toy_task(0, 16, seed=0)
+    method = AGEM(buffer_size=16, ref_batch_size=16)
+    method.buffer.add(x0, y0, torch.zeros_like(y0))
+    g_ref = _memory_gradient(model, x0, y0)  # zeros in the unused parameter's slots
+    params = _with_grad(model, -g_ref)
+    model.unused.grad = torch.tensor([1.0, 2.0, 3.0])
+    g = flat_grad(params).clone()
+    # Execute
+    method.after_backward(make_ctx(model, 1, x0, y0))
+    # Assert: projected like the others, and the unused parameter's slots unchanged
+    torch.testing.assert_close(flat_grad(params), g - (g @ g_ref) / (g_ref @ g_ref) * g_ref)
+    assert torch.equal(model.unused.grad, torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_memory_and_reference_batches_come_from_the_round_generator_not_the_global_rng() -> None:
+    # Prepare: 40 samples offered to a memory of 16 (a random subset), 8 of 16 drawn as the reference batch
+    x0, y0 = toy_task(0, 40, seed=0)
+    results = []
+    for global_seed in (1, 2):
+        model = make_model(0)
+        method = AGEM(buffer_size=16, ref_batch_size=8)
+        torch.manual_seed(global_seed)
+        method.after_task(make_ctx(model, 0, x0, y0, generator=torch.Generator().manual_seed(7)))
+        params = _with_grad(model, -_memory_gradient(model, x0, y0))
+        method.after_backward(make_ctx(model, 1, x0, y0, generator=torch.Generator().manual_seed(8)))
+        results.append((method.buffer.x.clone(), flat_grad(params).clone()))  # type: ignore[union-attr]
+    # Assert: the global RNG's state changes nothing
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])

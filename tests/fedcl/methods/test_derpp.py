@@ -120,3 +120,53 @@ def test_multi_head_stores_the_raw_head_output() -> None:
     method.loss(masked, y, F.cross_entropy(masked, y), ctx)
     assert method.buffer.logits is not None
     torch.testing.assert_close(method.buffer.logits, model(x, 1).detach())  # finite, unmasked
+
+
+def test_single_head_stores_the_logits_of_the_training_forward_pass() -> None:
+    # Prepare: dropout in training mode, so a second forward pass would give other logits
+    torch.manual_seed(0)
+    model = MLP((16,), 4, hidden=[32], dropout=0.5)
+    model.train()
+    method = DERPP(buffer_size=10)
+    x1, y1 = toy_task(1, 6, seed=0)
+    logits = model(x1)
+    # Execute
+    method.loss(logits, y1, F.cross_entropy(logits, y1), make_ctx(model, 1, x1, y1, batch_x=x1))
+    # Assert: the logits the step trained on (DER's "dark knowledge"), not a new forward pass
+    assert method.buffer.logits is not None
+    assert torch.equal(method.buffer.logits, logits.detach())
+
+
+def test_one_sample_replay_batch_and_one_sample_buffer_work() -> None:
+    # Prepare
+    method, model, _, _, _ = _filled(0.3, 0.5)
+    method.replay_batch_size = 1
+    x1, y1 = toy_task(1, 4, seed=0)
+    logits = model(x1)
+    base = F.cross_entropy(logits, y1)
+    tiny = DERPP(buffer_size=1)
+    # Execute
+    got = method.loss(logits, y1, base, make_ctx(model, 1, x1, y1, batch_x=x1))
+    tiny.loss(logits, y1, base, make_ctx(model, 1, x1, y1, batch_x=x1))
+    # Assert: one replayed sample adds its (positive) terms; a one-slot buffer keeps one sample
+    assert float(got) > float(base)
+    assert len(tiny.buffer) == 1 and tiny.buffer.seen == 4
+
+
+def test_buffer_and_replay_draws_come_from_the_round_generator_not_the_global_rng() -> None:
+    # Prepare: a buffer of 8 offered 3 batches of 6 (reservoir draws), then replay draws of 4 of 8
+    batches = [toy_task(t % 2, 6, seed=t) for t in range(3)]
+    out = []
+    for global_seed in (1, 2):
+        model = make_model(0)
+        method = DERPP(buffer_size=8, replay_batch_size=4)
+        torch.manual_seed(global_seed)
+        gen = torch.Generator().manual_seed(7)
+        losses = []
+        for x, y in batches:
+            logits = model(x)
+            losses.append(method.loss(logits, y, F.cross_entropy(logits, y),
+                                      make_ctx(model, 1, x, y, batch_x=x, generator=gen)).detach())
+        out.append((method.buffer.x.clone(), torch.stack(losses)))  # type: ignore[union-attr]
+    # Assert
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
