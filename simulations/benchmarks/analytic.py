@@ -80,7 +80,7 @@ def part_runs(part: str, args: argparse.Namespace) -> dict[str, list[dict[str, A
                 if method.endswith("woodbury"):
                     o.append("unlearning.form=woodbury")
                 if method != "retrain":
-                    o.append(f"unlearning.oracle_dir={root / slug(what + ' retrain')}/seed{{seed}}")
+                    o.append(f"unlearning.oracle_dir={root / slug(what + ' | retrain')}/seed{{seed}}")
                 grid[f"{what} | {method}"] = (o, args.seeds)
     else:
         grid = {f"z={z}": ([*DP, f"privacy.dp.noise_multiplier={z}", f"strategy.gamma={_dp_gamma(z)}"], args.seeds)

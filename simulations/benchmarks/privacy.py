@@ -306,6 +306,8 @@ def dp_experiment(args: argparse.Namespace) -> None:
         except Exception as exc:  # a noise level the divergence guard refuses is a result too: keep going
             print(f"[{name}] refused / failed: {exc}", flush=True)
             continue
+        for seed, summary in zip(args.seeds, results[name], strict=True):
+            summary["run_dir"] = str(out / slug(name) / f"seed{seed}")
         table = write_table(
             Path(__file__).parent / "results" / "privacy_dp.md",
             f"Privacy: epsilon vs accuracy, experiment={DP_EXPERIMENT}", command, results,
