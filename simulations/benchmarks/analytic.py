@@ -64,6 +64,11 @@ def one(out: Path, overrides: list[str], seed: int, table_only: bool) -> dict[st
     return summary
 
 
+def oracle_root(root: Path, what: str) -> Path:
+    """The folder of the ``unlearning=retrain`` row of request ``what`` (the oracle of the other rows)."""
+    return root / slug(f"{what} | retrain")
+
+
 def part_runs(part: str, args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     """Every run of one part, by row name (seeds outermost, so an interrupted part is balanced)."""
     root = args.out.resolve() / part
@@ -80,7 +85,7 @@ def part_runs(part: str, args: argparse.Namespace) -> dict[str, list[dict[str, A
                 if method.endswith("woodbury"):
                     o.append("unlearning.form=woodbury")
                 if method != "retrain":
-                    o.append(f"unlearning.oracle_dir={root / slug(what + ' | retrain')}/seed{{seed}}")
+                    o.append(f"unlearning.oracle_dir={oracle_root(root, what)}/seed{{seed}}")
                 grid[f"{what} | {method}"] = (o, args.seeds)
     else:
         grid = {f"z={z}": ([*DP, f"privacy.dp.noise_multiplier={z}", f"strategy.gamma={_dp_gamma(z)}"], args.seeds)
@@ -170,7 +175,7 @@ def table_unlearning(results: dict[str, list[dict[str, Any]]], root: Path) -> st
         gap_acc = f"{np.mean([g['test_acc'] for g in gaps]) * 100:+.3f}" if gaps else "-"
         kl = f"{np.mean([g['test_kl'] for g in gaps]):.2e}" if gaps else "-"
         wg = [_head_gap(root / slug(name) / f"seed{r['config']['seed']}",
-                        root / slug(what + " retrain") / f"seed{r['config']['seed']}", 10) for r in runs]
+                        oracle_root(root, what) / f"seed{r['config']['seed']}", 10) for r in runs]
         wgap = f"{max(g for g in wg if g is not None):.1e}" if method != "retrain" and any(
             g is not None for g in wg) else "-"
         exact = {str(e.get("exact")) for r in runs for e in r["unlearning"]["method_state"].get("analytic", [])}
