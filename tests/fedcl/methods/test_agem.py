@@ -148,6 +148,15 @@ def _memory_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -
                                                                                               strict=True)])
 
 
+def _full_memory(n: int) -> tuple[torch.nn.Module, AGEM, torch.Tensor, torch.Tensor]:
+    """A model and an A-GEM whose memory holds ``n`` task-0 samples, all of them in every reference batch."""
+    model = make_model(0)
+    x0, y0 = toy_task(0, n, seed=0)
+    method = AGEM(buffer_size=n, ref_batch_size=n)
+    method.buffer.add(x0, y0, torch.zeros_like(y0))
+    return model, method, x0, y0
+
+
 def _with_grad(model: torch.nn.Module, flat: torch.Tensor) -> list[torch.nn.Parameter]:
     from fedcl.methods._utils import assign_flat_grad
 
@@ -181,10 +190,7 @@ def test_projection_divides_by_the_reference_norm_also_when_it_is_below_one() ->
 @pytest.mark.parametrize("agreement", [0.0, 0.5])
 def test_a_gradient_that_does_not_conflict_is_left_alone_and_not_counted(agreement: float) -> None:
     # Prepare: g . g_ref = agreement exactly (0: a zero gradient; 0.5: a small positive agreement)
-    model = make_model(0)
-    x0, y0 = toy_task(0, 16, seed=0)
-    method = AGEM(buffer_size=16, ref_batch_size=16)
-    method.buffer.add(x0, y0, torch.zeros_like(y0))
+    model, method, x0, y0 = _full_memory(16)
     g_ref = _memory_gradient(model, x0, y0).double()
     g = (agreement / (g_ref @ g_ref) * g_ref).float()
     params = _with_grad(model, g)
@@ -198,10 +204,7 @@ def test_a_gradient_that_does_not_conflict_is_left_alone_and_not_counted(agreeme
 
 def test_every_projected_step_is_counted() -> None:
     # Prepare: two steps whose gradient is the negated memory gradient (always a conflict)
-    model = make_model(0)
-    x0, y0 = toy_task(0, 16, seed=0)
-    method = AGEM(buffer_size=16, ref_batch_size=16)
-    method.buffer.add(x0, y0, torch.zeros_like(y0))
+    model, method, x0, y0 = _full_memory(16)
     ctx = make_ctx(model, 1, x0, y0)
     # Execute
     for _ in range(2):
@@ -213,11 +216,8 @@ def test_every_projected_step_is_counted() -> None:
 
 def test_a_parameter_the_memory_loss_does_not_use_keeps_its_gradient() -> None:
     # Prepare: a parameter outside the forward pass (a multi-head model's other heads): no reference gradient
-    model = make_model(0)
+    model, method, x0, y0 = _full_memory(16)
     model.register_parameter("unused", torch.nn.Parameter(torch.zeros(3)))
-    x0, y0 = toy_task(0, 16, seed=0)
-    method = AGEM(buffer_size=16, ref_batch_size=16)
-    method.buffer.add(x0, y0, torch.zeros_like(y0))
     g_ref = _memory_gradient(model, x0, y0)  # zeros in the unused parameter's slots
     params = _with_grad(model, -g_ref)
     model.unused.grad = torch.tensor([1.0, 2.0, 3.0])

@@ -97,12 +97,18 @@ def test_alpha_ablation_changes_the_training() -> None:
     assert float((models[0.0] - models[0.3]).abs().max()) > 1e-3
 
 
-def test_no_replay_without_replay_batch_and_no_storage_without_buffer() -> None:
+def _filled_and_a_batch(replay_batch_size: int) -> tuple[DERPP, torch.nn.Module, torch.Tensor, torch.Tensor,
+                                                         torch.Tensor, torch.Tensor]:
+    """``_filled`` with another replay batch size, and a task-1 batch: its logits and plain cross-entropy."""
     method, model, _, _, _ = _filled(0.3, 0.5)
-    method.replay_batch_size = 0
+    method.replay_batch_size = replay_batch_size
     x1, y1 = toy_task(1, 4, seed=0)
     logits = model(x1)
-    base = F.cross_entropy(logits, y1)
+    return method, model, x1, y1, logits, F.cross_entropy(logits, y1)
+
+
+def test_no_replay_without_replay_batch_and_no_storage_without_buffer() -> None:
+    method, model, x1, y1, logits, base = _filled_and_a_batch(replay_batch_size=0)
     assert method.loss(logits, y1, base, make_ctx(model, 1, x1, y1, batch_x=x1)) is base
     none = DERPP(buffer_size=0)
     assert none.loss(logits, y1, base, make_ctx(model, 1, x1, y1, batch_x=x1)) is base
@@ -139,11 +145,7 @@ def test_single_head_stores_the_logits_of_the_training_forward_pass() -> None:
 
 def test_one_sample_replay_batch_and_one_sample_buffer_work() -> None:
     # Prepare
-    method, model, _, _, _ = _filled(0.3, 0.5)
-    method.replay_batch_size = 1
-    x1, y1 = toy_task(1, 4, seed=0)
-    logits = model(x1)
-    base = F.cross_entropy(logits, y1)
+    method, model, x1, y1, logits, base = _filled_and_a_batch(replay_batch_size=1)
     tiny = DERPP(buffer_size=1)
     # Execute
     got = method.loss(logits, y1, base, make_ctx(model, 1, x1, y1, batch_x=x1))
