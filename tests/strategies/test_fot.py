@@ -307,3 +307,63 @@ def test_gpse_under_a_lockstep_heterogeneous_schedule_asks_only_the_tasks_client
     asked = [int(m.content[keys.CONFIG][keys.CLIENT_ID]) for m in grid.sent]
     assert [len(h) for h in holders] == [3, 3] and holders[0] != holders[1]
     assert asked == holders[0] + holders[1]
+
+
+class _ByClientGrid(GPSEGrid):
+    """Sketches seeded by the logical client (not the position in the batch); records each batch's size."""
+
+    def __init__(self, basis: np.ndarray) -> None:
+        super().__init__(basis)
+        self.batches: list[int] = []
+
+    def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
+        messages = list(messages)
+        self.batches.append(len(messages))
+        replies = []
+        for msg in messages:
+            self.sent.append(msg)
+            rng = np.random.default_rng(int(msg.content[keys.CONFIG][keys.CLIENT_ID]))  # type: ignore[index]
+            Y = (self.basis @ rng.normal(size=(self.basis.shape[1], D_IN))).astype(np.float32)
+            content = RecordDict({
+                gpse.SKETCH: ArrayRecord({"fc": Array(Y)}),
+                gpse.STATS: MetricRecord({keys.NUM_EXAMPLES: 30, "fc/ratio-weighted": 30.0}),
+            })
+            replies.append(Message(content, reply_to=msg))
+        return replies
+
+
+def test_gpse_asks_a_rounds_worth_of_clients_at_a_time_with_the_same_result(message_identity: None) -> None:
+    # Prepare: 7 clients trained task 0; 3 per round, or all at once
+    basis = np.eye(D_IN)[:, :2]
+    w0 = arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT))
+    batched, at_once = make_fot("federation.num_clients=7", "federation.clients_per_round=3"), make_fot(
+        "federation.num_clients=7")
+    grids = _ByClientGrid(basis), _ByClientGrid(basis)
+    # Execute
+    batched.on_task_end(2, 0, w0, grids[0])
+    at_once.on_task_end(2, 0, w0, grids[1])
+    # Assert: the server never holds more than a round's queries and sketches; every client answered once
+    assert grids[0].batches == [3, 3, 1] and grids[1].batches == [7]
+    assert batched.gpse_faults.accepted == at_once.gpse_faults.accepted == list(range(7))
+    assert batched.sketch_bytes == at_once.sketch_bytes and batched.bytes_down == at_once.bytes_down
+    U, V = batched.fot.bases["fc"], at_once.fot.bases["fc"]
+    np.testing.assert_allclose((U @ U.T).numpy(), (V @ V.T).numpy(), atol=1e-6)
+    np.testing.assert_allclose((U @ U.T).numpy(), basis @ basis.T, atol=1e-5)
+
+
+def test_gpse_later_batches_must_match_the_first_batchs_sketch_layout(message_identity: None) -> None:
+    # Prepare: clients 3 and 4, the majority of the second batch (3, 4, 5), send sketches of another shape
+    class OddGrid(_ByClientGrid):
+        def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
+            replies = super().send_and_receive(messages, timeout)
+            for r in replies:
+                if int(self.sent[-len(replies) + replies.index(r)].content[keys.CONFIG][keys.CLIENT_ID]) in (3, 4):
+                    r.content[gpse.SKETCH] = ArrayRecord({"fc": Array(np.ones((D_IN, 2), np.float32))})
+            return replies
+
+    strategy = make_fot("federation.num_clients=7", "federation.clients_per_round=3")
+    # Execute
+    strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), OddGrid(np.eye(D_IN)[:, :2]))
+    # Assert: refused with the reason, the others summed
+    assert strategy.gpse_faults.accepted == [0, 1, 2, 5, 6]
+    assert "shapes differ" in strategy.gpse_faults.rejected[3] and "shapes differ" in strategy.gpse_faults.rejected[4]
