@@ -47,7 +47,8 @@ def test_secagg_statistics_give_the_clipped_centralised_head(tmp_path: Path) -> 
     # clipped), and the head is the clipped centralised ridge up to the quantisation of the masked sums
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r["num_clients"] > 0]  # one statistics round per task; the task's other rounds idle
-    assert len(rows) == 2 and all(r["secagg_seconds"] > 0 and r["secagg_dropped"] == 0 and r["secagg_clipped"] == 0 for r in rows)
+    assert len(rows) == 2
+    assert all(r["secagg_seconds"] > 0 and r["secagg_dropped"] == 0 and r["secagg_clipped"] == 0 for r in rows)
     ck = checkpoint(tmp_path, summary["task_end_rounds"][-1])
     w_cen, _, _ = ledger_oracle(ck["arrays"], run_stream(over), ck["strategy"]["analytic"]["ledger"], clip=1.0)
     gap = rel_err(ck["arrays"][HEAD_WEIGHT][0], w_cen)
