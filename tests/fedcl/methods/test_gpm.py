@@ -122,3 +122,18 @@ def test_zero_inputs_add_no_basis() -> None:
     method.after_task(_ctx(model, torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)))
     assert method.bases == {}
     method.after_backward(_ctx(model, torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)))  # nothing to project
+
+
+def test_freeze_bias_zeroes_only_the_biases_of_layers_with_a_basis() -> None:
+    # Prepare: a basis for the first layer only; a bias-free last layer
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2), nn.ReLU(), nn.Linear(2, 2, bias=False))
+    method = GPM()
+    method.bases = {"0": torch.eye(3)[:, :1]}
+    model(torch.randn(5, 3)).pow(2).sum().backward()
+    free_bias = model[2].bias.grad.clone()
+    # Execute
+    method.after_backward(_ctx(model, torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)))
+    # Assert: an old task's layer cannot shift its outputs; the other layers' biases learn as before
+    assert torch.count_nonzero(model[0].bias.grad) == 0
+    assert torch.count_nonzero(free_bias) > 0 and torch.equal(model[2].bias.grad, free_bias)

@@ -50,14 +50,23 @@ def test_each_layer_update_scaled_by_its_lambda() -> None:
 
 
 def test_first_task_unscaled_by_default() -> None:
-    model = nn.Linear(2, 2)
+    # two layers, so scaling would move the first one (lambda = alpha = 0.3)
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
     method = LiNeS()
+    assert method.state_dict() == {"start": {}, "tasks_done": 0}  # a fresh client's state
     method.before_task(_Ctx(model))  # type: ignore[arg-type]
     with torch.no_grad():
-        model.weight.add_(1.0)
-    end = model.weight.detach().clone()
+        for p in model.parameters():
+            p.add_(1.0)
+    end = {k: p.detach().clone() for k, p in model.named_parameters()}
     method.after_task(_Ctx(model))  # type: ignore[arg-type]
-    assert torch.equal(model.weight, end)
+    assert all(torch.equal(p, end[k]) for k, p in model.named_parameters())
+    # the second task is scaled
+    method.before_task(_Ctx(model))  # type: ignore[arg-type]
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    method.after_task(_Ctx(model))  # type: ignore[arg-type]
+    torch.testing.assert_close(model[0].weight, end["0.weight"] + 0.3)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
