@@ -89,3 +89,29 @@ def test_domain_incremental_distils_every_class_and_alpha_zero_is_plain() -> Non
     assert float(method.loss(logits, torch.zeros(5, dtype=torch.long), base, ctx).detach()) > 0.7
     method.alpha = 0.0
     assert method.loss(logits, torch.zeros(5, dtype=torch.long), base, ctx) is base
+
+
+def test_blurry_tasks_distil_only_the_classes_the_current_task_does_not_hold() -> None:
+    # Prepare: task 0 held classes {0, 1}, task 1 holds {1, 2}: class 1 is learnt again from labels
+    method, model, _, x1, ctx = _lwf_after_first_task(False)
+    ctx.task_classes = [1, 2]
+    logits = model(x1)
+    base = torch.tensor(0.7)
+    with_both = LwF(alpha=2.0, temperature=2.0)
+    with_both.load_state_dict(method.state_dict())
+    # Execute
+    got = method.loss(logits, torch.full((5,), 2), base, ctx)
+    # Assert: the KD term is over class 0 alone, which is a single logit: its softmax is 1, so the term is 0
+    torch.testing.assert_close(got, base)
+    ctx.task_classes = [2, 3]  # disjoint again: both old classes are distilled and the term is positive
+    assert float(with_both.loss(logits, torch.full((5,), 2), base, ctx).detach()) > 0.7
+
+
+def test_a_revisited_task_is_not_its_own_teacher() -> None:
+    # Prepare: tasks 0 then 1 done; the client comes back to task 0
+    method, model, _, x1, _ = _lwf_after_first_task(False)
+    again = make_ctx(model, 0, x1, torch.zeros(5, dtype=torch.long), seen_tasks=[0, 1], batch_x=x1)
+    # Execute
+    method.before_task(again)
+    # Assert: only the other task is old
+    assert method.old_tasks == [1]
