@@ -108,3 +108,33 @@ def test_first_batch_is_cosine_only_and_zero_buffer_stores_nothing() -> None:
     assert isinstance(head, nn.Linear)
     cos = 2.0 * F.normalize(model.body(bx), dim=1) @ F.normalize(head.weight, dim=1).t()
     torch.testing.assert_close(method.loss(model(bx), by, torch.tensor(9.0), c0), F.cross_entropy(cos, by))
+
+
+def test_one_sample_buffer_and_one_sample_replay_work() -> None:
+    # Prepare
+    c0, c1 = _ctx(MLP((3,), 4, hidden=[5]), 0), _ctx(MLP((3,), 4, hidden=[5]), 1)
+    tiny, one = UER(buffer_size=1, replay_batch_size=4), UER(buffer_size=8, replay_batch_size=1)
+    # Execute
+    tiny.adapt_batch(c0.x, c0.y, c0)
+    one.adapt_batch(c0.x, c0.y, c0)
+    bx, by = one.adapt_batch(c1.x, c1.y, c1)
+    # Assert: a one-slot buffer keeps a sample; a one-sample replay appends one buffered sample
+    assert len(tiny.buffer) == 1
+    assert bx.shape[0] == 7 and int(by[6]) in (0, 1)
+
+
+def test_buffer_and_replay_draws_come_from_the_round_generator_not_the_global_rng() -> None:
+    # Prepare: a buffer of 4 offered 3 batches of 6 (reservoir draws), replay draws of 2 of 4
+    out = []
+    for global_seed in (1, 2):
+        method = UER(buffer_size=4, replay_batch_size=2)
+        torch.manual_seed(global_seed)
+        gen = torch.Generator().manual_seed(7)
+        batches = []
+        for t in (0, 1, 0):
+            ctx = _ctx(MLP((3,), 4, hidden=[5]), t)
+            ctx.generator = gen
+            batches.append(method.adapt_batch(ctx.x, ctx.y, ctx)[0])
+        out.append((method.buffer.x.clone(), torch.cat(batches)))  # type: ignore[union-attr]
+    # Assert
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
