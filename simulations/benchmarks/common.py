@@ -21,7 +21,8 @@ def run_variants(
 ) -> dict[str, list[dict[str, Any]]]:
     """Run every variant with every seed (a run whose ``summary.json`` exists is reused).
 
-    ``cached_only`` starts nothing: only finished runs are returned (a table of what exists).
+    ``cached_only`` starts nothing: only finished runs are returned (a table of what exists). Each summary
+    gets ``run_dir``, its run folder (tables read the runs' ``metrics.jsonl`` from there).
     """
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     # seeds outermost: an interrupted benchmark has every variant at the same number of seeds
@@ -38,6 +39,7 @@ def run_variants(
                 summary = run(compose([*base, *overrides, f"seed={seed}", "quiet=true"]), run_dir)
                 print(f"[{name} seed {seed}] ACC {summary['acc']:.4f} forgetting {summary['forgetting']:.4f} "
                       f"({time.perf_counter() - t0:.0f} s)", flush=True)
+            summary["run_dir"] = str(run_dir)
             results[name].append(summary)
     return results
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from simulations.benchmarks.common import run_variants, slug, write_table
+from simulations.benchmarks.common import run_variants, write_table
 
 NOISE = (0.01, 0.1, 0.3)  # noise multipliers z (the epsilon levels follow from them); z=1 diverges here
 
@@ -98,29 +98,30 @@ def dp_variants(epsilons: list[float], gpse_ratios: list[float], large: int = 10
 
     cfg = compose([f"experiment={DP_EXPERIMENT}", *DP_BASE])
     big = [f"federation.num_clients={large}", f"federation.clients_per_round={large // 10}"]
+
+    def fedavg(z: float, *extra: str) -> list[str]:
+        return ["strategy=fedavg", *DP_BASE, *extra, f"privacy.dp.noise_multiplier={z:.4g}"]
+
+    def fot(z: float, ratio: float, *extra: str) -> list[str]:
+        return ["strategy=fot", *DP_BASE, *extra, f"privacy.dp.noise_multiplier={z:.4g}",
+                f"privacy.dp.gpse_noise_multiplier={ratio * z:.4g}"]
+
     out: dict[str, list[str]] = {"FedAvg clear": ["strategy=fedavg"], "FOT clear": ["strategy=fot"]}
     for i, eps in enumerate(epsilons):
         z = calibrate(cfg, eps, None)
-        out[f"FedAvg eps~{eps:g} (z={z:.3g})"] = ["strategy=fedavg", *DP_BASE, f"privacy.dp.noise_multiplier={z:.4g}"]
+        out[f"FedAvg eps~{eps:g} (z={z:.3g})"] = fedavg(z)
         zf = calibrate(cfg, eps, GPSE_RATIO)
-        out[f"FOT eps~{eps:g} (z={zf:.3g}, GPSE {GPSE_RATIO:g}z)"] = [
-            "strategy=fot", *DP_BASE, f"privacy.dp.noise_multiplier={zf:.4g}",
-            f"privacy.dp.gpse_noise_multiplier={GPSE_RATIO * zf:.4g}"]
+        out[f"FOT eps~{eps:g} (z={zf:.3g}, GPSE {GPSE_RATIO:g}z)"] = fot(zf, GPSE_RATIO)
         if i == 0:
             for r in gpse_ratios:
-                out[f"FOT z={zf:.3g}, GPSE {r:g}z"] = [
-                    "strategy=fot", *DP_BASE, f"privacy.dp.noise_multiplier={zf:.4g}",
-                    f"privacy.dp.gpse_noise_multiplier={r * zf:.4g}"]
+                out[f"FOT z={zf:.3g}, GPSE {r:g}z"] = fot(zf, r)
     if epsilons and large:
         eps = min(epsilons)
         cfg_big = compose([f"experiment={DP_EXPERIMENT}", *DP_BASE, *big])
         z = calibrate(cfg_big, eps, None)
-        out[f"FedAvg eps~{eps:g} (z={z:.3g}), {large} clients"] = [
-            "strategy=fedavg", *DP_BASE, *big, f"privacy.dp.noise_multiplier={z:.4g}"]
+        out[f"FedAvg eps~{eps:g} (z={z:.3g}), {large} clients"] = fedavg(z, *big)
         zf = calibrate(cfg_big, eps, GPSE_RATIO)
-        out[f"FOT eps~{eps:g} (z={zf:.3g}, GPSE {GPSE_RATIO:g}z), {large} clients"] = [
-            "strategy=fot", *DP_BASE, *big, f"privacy.dp.noise_multiplier={zf:.4g}",
-            f"privacy.dp.gpse_noise_multiplier={GPSE_RATIO * zf:.4g}"]
+        out[f"FOT eps~{eps:g} (z={zf:.3g}, GPSE {GPSE_RATIO:g}z), {large} clients"] = fot(zf, GPSE_RATIO, *big)
     return out
 
 
@@ -267,8 +268,6 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {}
     for name, overrides in chosen.items():  # one variant at a time: the table is rewritten after each
         results.update(run_variants(out, base, {name: overrides}, args.seeds))
-        for seed, summary in zip(args.seeds, results[name], strict=True):
-            summary["run_dir"] = str(out / slug(name) / f"seed{seed}")
         table = write_table(
             Path(__file__).parent / "results" / "privacy.md",
             f"Privacy: SecAgg+ overhead and DP accuracy, experiment={args.experiment}",
@@ -306,8 +305,6 @@ def dp_experiment(args: argparse.Namespace) -> None:
         except Exception as exc:  # a noise level the divergence guard refuses is a result too: keep going
             print(f"[{name}] refused / failed: {exc}", flush=True)
             continue
-        for seed, summary in zip(args.seeds, results[name], strict=True):
-            summary["run_dir"] = str(out / slug(name) / f"seed{seed}")
         table = write_table(
             Path(__file__).parent / "results" / "privacy_dp.md",
             f"Privacy: epsilon vs accuracy, experiment={DP_EXPERIMENT}", command, results,

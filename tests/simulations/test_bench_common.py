@@ -1,4 +1,4 @@
-"""Shared benchmark helpers: ``run_variants`` reuses finished runs and, table-only, starts none."""
+"""Shared benchmark helpers: ``run_variants`` reuses finished runs, names their folders and, table-only, starts none."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def test_cached_only_returns_finished_runs_and_starts_none(tmp_path: Path, monke
     monkeypatch.setattr(common, "run", no_run)
     # Execute
     got = common.run_variants(tmp_path, [], {"A B": [], "C": []}, [0, 1], cached_only=True)
-    # Assert
-    assert got == {"A B": [{"acc": 0.5}], "C": []}
+    # Assert: the finished run, with its folder (tables read its metrics.jsonl)
+    assert got == {"A B": [{"acc": 0.5, "run_dir": str(run_dir)}], "C": []}
     with pytest.raises(AssertionError, match="started a run"):
         common.run_variants(tmp_path, [], {"C": []}, [0])
