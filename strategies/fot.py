@@ -54,6 +54,22 @@ class LocalSums:
         return cls(dict(state["sketches"]), dict(state["stats"]), int(state["nbytes"]), int(state["clients"]))
 
 
+def _one_layout(contents: list[tuple[int, RecordDict]], rejected: dict[int, str], layout: Any = None) -> set[int]:
+    """The clients whose sketch layout is ``layout`` (else the majority's); the others go into ``rejected``.
+
+    The sketches are summed: one reply with other layer names or shapes would break the sum.
+    """
+    layout = layout if layout is not None else gpse.majority_signature([content for _, content in contents])
+    kept = set()
+    for c, content in contents:
+        if gpse.signature(content) == layout:
+            kept.add(c)
+        else:
+            rejected[c] = "sketch names/shapes differ from the other clients'"
+            log.warning("gpse: client %d rejected: %s", c, rejected[c])
+    return kept
+
+
 class FOT(FCLFedAvg):
     """Federated Orthogonal Training: FedAvg projected away from old tasks' global subspace.
 
@@ -176,13 +192,10 @@ class FOT(FCLFedAvg):
                 log.warning("gpse: client %d rejected: %s", c, reason)
         if not found:
             return
-        # the sketches are summed: one reply with other layer shapes would break the sum
-        majority = gpse.majority_signature([content for _, content in found])
+        kept = _one_layout(found, self.gpse_faults.rejected)
         by_task: dict[int, list[tuple[ArrayRecord, MetricRecord]]] = {}
         for c, content in found:
-            if gpse.signature(content) != majority:
-                self.gpse_faults.rejected[c] = "sketch names/shapes differ from the other clients'"
-                log.warning("gpse: client %d rejected: %s", c, self.gpse_faults.rejected[c])
+            if c not in kept:
                 continue
             task = self.schedule.task_at(server_round, c)
             assert task is not None
@@ -206,10 +219,7 @@ class FOT(FCLFedAvg):
         for i in range(0, len(clients), size):
             replies, faults, layout = self._ask_gpse(server_round, task_id, arrays, grid, clients[i:i + size], layout)
             sums.add([gpse.reply_records(r) for r in replies])
-            self.gpse_faults.sent += faults.sent
-            self.gpse_faults.accepted += faults.accepted
-            self.gpse_faults.failed.update(faults.failed)
-            self.gpse_faults.rejected.update(faults.rejected)
+            self.gpse_faults.extend(faults)
         if not sums.clients:
             raise RoundError(
                 f"FOT: no client gave a sound GPSE reply at the end of task {task_id} "
@@ -245,19 +255,11 @@ class FOT(FCLFedAvg):
             "gpse", sent, received, lambda content: gpse.check_reply(content, self.validator.count_reason))
         if len(good) < 2 and layout is None:
             return good, faults
-        # the sketches are summed: one reply with other layer shapes would break the sum (later batches must
-        # match the layout of the first batch's majority)
-        majority = layout if layout is not None else gpse.majority_signature([r.content for r in good])
-        clients, faults.accepted = list(faults.accepted), []
-        kept = []
-        for c, r in zip(clients, good, strict=True):
-            if gpse.signature(r.content) == majority:
-                kept.append(r)
-                faults.accepted.append(c)
-            else:
-                faults.rejected[c] = "sketch names/shapes differ from the other clients'"
-                log.warning("gpse: client %d rejected: %s", c, faults.rejected[c])
-        return kept, faults
+        # later batches must match the layout of the first batch's majority
+        kept = _one_layout(list(zip(faults.accepted, (r.content for r in good), strict=True)), faults.rejected, layout)
+        pairs = [(c, r) for c, r in zip(faults.accepted, good, strict=True) if c in kept]
+        faults.accepted = [c for c, _ in pairs]
+        return [r for _, r in pairs], faults
 
     def subspace_bases(self) -> dict[str, torch.Tensor]:
         """The global bases (unlearning compares them with its oracle's)."""

@@ -35,6 +35,13 @@ class RoundFaults:
     attempts: int = 1
     discarded_aggregate: bool = False
 
+    def extend(self, other: RoundFaults) -> None:
+        """Add another batch of the same query (its messages, accepted, failed and rejected clients)."""
+        self.sent += other.sent
+        self.accepted += other.accepted
+        self.failed.update(other.failed)
+        self.rejected.update(other.rejected)
+
     @property
     def num_valid(self) -> int:
         """Replies that were aggregated."""
