@@ -6,13 +6,38 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from fedcl.methods._utils import flat_grad
+from fedcl.methods._utils import assign_flat_grad, flat_grad
 from fedcl.methods.agem import AGEM
 from fedcl.methods.base import TaskContext
 from fedcl.trainer import train_local
 from tests.fedcl.methods.baselines import naive_toy, run_capture
 from tests.fedcl.methods.test_ema import assert_state_equal
 from tests.fedcl.methods.toy import make_ctx, make_model, run_two_tasks, sgd, toy_task
+
+
+def _memory_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The flat gradient of the cross-entropy on ``(x, y)`` (zeros for parameters it does not use); no ``.grad`` set."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params,
+                                                                                              strict=True)])
+
+
+def _full_memory(n: int) -> tuple[torch.nn.Module, AGEM, torch.Tensor, torch.Tensor]:
+    """A model and an A-GEM whose memory holds ``n`` task-0 samples, all of them in every reference batch."""
+    model = make_model(0)
+    x0, y0 = toy_task(0, n, seed=0)
+    method = AGEM(buffer_size=n, ref_batch_size=n)
+    method.buffer.add(x0, y0, torch.zeros_like(y0))
+    return model, method, x0, y0
+
+
+def _with_grad(model: torch.nn.Module, flat: torch.Tensor) -> list[torch.nn.Parameter]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    assign_flat_grad(params, flat.clone())
+    return params
 
 
 def test_projected_gradient_does_not_conflict_with_memory() -> None:
@@ -29,8 +54,7 @@ def test_projected_gradient_does_not_conflict_with_memory() -> None:
     params = list(model.parameters())
     F.cross_entropy(model(x1), y1).backward()
     g = flat_grad(params)
-    ref = torch.autograd.grad(F.cross_entropy(model(x0), y0), params)
-    g_ref = torch.cat([r.reshape(-1) for r in ref])
+    g_ref = _memory_gradient(model, x0, y0)
     assert torch.dot(g, g_ref) < 0  # learning task 1 hurts task 0 here
     method.after_backward(ctx)
     g_new = flat_grad(params)
@@ -130,7 +154,7 @@ def test_projection_is_exactly_g_minus_its_component_along_g_ref() -> None:
     params = list(model.parameters())
     F.cross_entropy(model(x1), y1).backward()
     g = flat_grad(params).clone()
-    g_ref = torch.cat([r.reshape(-1) for r in torch.autograd.grad(F.cross_entropy(model(x0), y0), params)])
+    g_ref = _memory_gradient(model, x0, y0)
     method.after_backward(ctx)
     torch.testing.assert_close(flat_grad(params), g - torch.dot(g, g_ref) / torch.dot(g_ref, g_ref) * g_ref)
     disabled = AGEM(buffer_size=64, ref_batch_size=0)  # a full memory, but no reference batch
@@ -141,32 +165,6 @@ def test_projection_is_exactly_g_minus_its_component_along_g_ref() -> None:
 
 
 # ---- hand-built gradients: the projection rule, its threshold, its count, its randomness ------------------------
-def _memory_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, allow_unused=True)
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params,
-                                                                                              strict=True)])
-
-
-def _full_memory(n: int) -> tuple[torch.nn.Module, AGEM, torch.Tensor, torch.Tensor]:
-    """A model and an A-GEM whose memory holds ``n`` task-0 samples, all of them in every reference batch."""
-    model = make_model(0)
-    x0, y0 = toy_task(0, n, seed=0)
-    method = AGEM(buffer_size=n, ref_batch_size=n)
-    method.buffer.add(x0, y0, torch.zeros_like(y0))
-    return model, method, x0, y0
-
-
-def _with_grad(model: torch.nn.Module, flat: torch.Tensor) -> list[torch.nn.Parameter]:
-    from fedcl.methods._utils import assign_flat_grad
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.grad = torch.zeros_like(p)
-    assign_flat_grad(params, flat.clone())
-    return params
-
-
 def test_projection_divides_by_the_reference_norm_also_when_it_is_below_one() -> None:
     # Prepare: tiny inputs, so the memory's gradient is mostly the output bias's (|g_ref|^2 < 1), and g = -g_ref + h
     model = make_model(0)
