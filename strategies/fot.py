@@ -214,10 +214,18 @@ class FOT(FCLFedAvg):
         # clients of served deletion requests are never asked; forgotten classes are never sketched
         clients = [c for c in range(self.num_clients)
                    if self.schedule.task_at(server_round, c) == task_id and c not in self._excluded]
+        forget = self._client_config.get(keys.FORGET_CLASSES)
+        extra = {keys.FORGET_CLASSES: list(forget)} if forget else {}
+        nodes = self.wait_for_nodes(grid)
         size = self.clients_per_round or max(len(clients), 1)
         sums, self.gpse_faults, layout = LocalSums(), RoundFaults(), None
         for i in range(0, len(clients), size):
-            replies, faults, layout = self._ask_gpse(server_round, task_id, arrays, grid, clients[i:i + size], layout)
+            messages = [
+                gpse.gpse_query(arrays, query_config(self.config_json, server_round, c, task_id, **extra),
+                                self.fot.bases, self.node_for(c, nodes))
+                for c in clients[i:i + size]
+            ]
+            replies, faults, layout = self._ask_gpse(grid, messages, layout)
             sums.add([gpse.reply_records(r) for r in replies])
             self.gpse_faults.extend(faults)
         if not sums.clients:
@@ -228,17 +236,9 @@ class FOT(FCLFedAvg):
             )
         return sums
 
-    def _ask_gpse(self, server_round: int, task_id: int, arrays: ArrayRecord, grid: Grid, clients: list[int],
+    def _ask_gpse(self, grid: Grid, messages: list[Message],
                   layout: Any = None) -> tuple[list[Message], RoundFaults, Any]:
         """One batch of GPSE queries: its sound replies, its faults and the sketch layout they agree on."""
-        forget = self._client_config.get(keys.FORGET_CLASSES)
-        extra = {keys.FORGET_CLASSES: list(forget)} if forget else {}
-        nodes = self.wait_for_nodes(grid)
-        messages = [
-            gpse.gpse_query(arrays, query_config(self.config_json, server_round, c, task_id, **extra), self.fot.bases,
-                            self.node_for(c, nodes))
-            for c in clients
-        ]
         if messages:
             self.bytes_down += sum(r.count_bytes() for r in messages[0].content.array_records.values()) * len(messages)
         received = grid.send_and_receive(messages, timeout=self.reply_timeout_s)
