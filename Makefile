@@ -58,12 +58,14 @@ lint: setup
 	$(VENV)/bin/mypy fedcl strategies
 
 # mutation testing (mutmut, [tool.mutmut] in pyproject.toml): not part of CI, hours on two cores;
-# MUTANTS="fedcl.subspace* strategies.fot*" limits it to some files; MUTANT_CHILDREN parallel workers
+# MUTANTS="fedcl.subspace* strategies.fot*" limits it to some files; MUTANT_CHILDREN parallel workers.
+# One OpenMP thread per worker: mutants run in processes forked from mutmut's fork server, where a
+# multi-threaded torch op deadlocks and spins until the CPU limit, which mutmut then reports as a timeout
 MUTANTS ?=
 MUTANT_CHILDREN ?= 2
 mutants: setup
 	rm -rf mutants
-	nice -n 10 $(VENV)/bin/mutmut run --max-children $(MUTANT_CHILDREN) $(MUTANTS)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 10 $(VENV)/bin/mutmut run --max-children $(MUTANT_CHILDREN) $(MUTANTS)
 	$(PY) -m simulations.benchmarks.mutation_table --survivors
 
 clean:

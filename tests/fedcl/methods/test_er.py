@@ -137,3 +137,21 @@ def test_replay_and_reservoir_draws_come_from_the_rounds_generator() -> None:
     # Assert: one replayed row, and the same draws whatever the global RNG
     assert bx_a.shape[0] == 16 + 1
     assert torch.equal(bx_a, bx_b) and torch.equal(mem_a, mem_b)
+
+
+def test_multi_head_without_replay_keeps_the_trainers_loss() -> None:
+    # Prepare: a filled memory but replay_batch_size 0 on a two-head model
+    torch.manual_seed(0)
+    model = MLP((MH_DIM,), 4, hidden=[8], num_heads=2)
+    method = ER(buffer_size=6, replay_batch_size=0)
+    x0, y0 = mh_task(0, 6, seed=0)
+    x1, y1 = mh_task(1, 4, seed=0)
+    method.adapt_batch(x0, y0, make_ctx(model, 0, x0, y0, multi_head=True))
+    c1 = make_ctx(model, 1, x1, y1, multi_head=True)
+    c1.batch_x, c1.batch_y = method.adapt_batch(x1, y1, c1)
+    logits = task_logits(model, c1.batch_x, 1, True, [2, 3])
+    base = F.cross_entropy(logits, c1.batch_y)
+    # Execute
+    got = method.loss(logits, c1.batch_y, base, c1)
+    # Assert: no replayed rows, so nothing to re-route through older heads
+    assert c1.batch_x.shape[0] == 4 and got is base

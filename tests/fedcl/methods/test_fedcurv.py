@@ -163,3 +163,94 @@ def test_uninformative_entries_drop_out_and_missing_meta_keeps_own_part() -> Non
     # Assert: 1 + 0.5 * 4 * (1 - 3)^2 = 9; the 1e-13 entry carries no information
     torch.testing.assert_close(got.detach(), torch.tensor(9.0))
     assert FedCurv(lam=0.0).loss(torch.zeros(1), torch.zeros(1), torch.tensor(1.0), ctx) == 1.0
+
+
+def _linear_ctx(payload: dict[str, Any], device: str = "cpu") -> TaskContext:
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 1.0]]))
+        model.bias.fill_(0.0)
+    ctx = _ctx(model, 0, 5, payload)
+    ctx.device = torch.device(device)
+    return ctx
+
+
+def _sums(arrays: dict[str, torch.Tensor], sums_round: int = 4) -> dict[str, Any]:
+    record = ArrayRecord({k: Array(v.numpy().astype(np.float32)) for k, v in arrays.items()})
+    return {NAME: record, sums.META: ConfigRecord({sums.META_ROUND: sums_round})}
+
+
+def test_fresh_and_empty_states_hold_no_own_part() -> None:
+    # Prepare: a method that has sent its own part, and a fresh one
+    sent = FedCurv(fisher_samples=16)
+    sent.after_round(_ctx(make_model(0), 0, 7))
+    # Execute: an older checkpoint without FedCurv's keys loads as "never sent"
+    sent.load_state_dict({})
+    # Assert
+    fresh = {"own_u": {}, "own_v": {}, "own_round": -1}
+    assert_state_equal(FedCurv().state_dict(), fresh)
+    assert_state_equal(sent.state_dict(), fresh)
+
+
+def test_default_lam_of_one_penalises() -> None:
+    # Prepare: U' = 4 on the first weight, whose target is 3; the weight is 1
+    ctx = _linear_ctx(_sums({"u/weight": torch.tensor([[4.0, 0.0]]), "v/weight": torch.tensor([[12.0, 0.0]])}))
+    # Execute
+    got = FedCurv().loss(torch.zeros(1), torch.zeros(1), torch.tensor(1.0), ctx)
+    # Assert: 1 + 1.0 * 4 * (1 - 3)^2
+    torch.testing.assert_close(got.detach(), torch.tensor(17.0))
+
+
+def test_penalty_called_first_builds_its_terms() -> None:
+    ctx = _linear_ctx(_sums({"u/weight": torch.tensor([[4.0, 0.0]]), "v/weight": torch.tensor([[12.0, 0.0]])}))
+    torch.testing.assert_close(FedCurv().penalty(ctx).detach(), torch.tensor(16.0))
+
+
+def test_parameters_missing_from_the_sums_are_skipped_and_the_rest_kept() -> None:
+    # Prepare: the weight has only half of its pair (v, no u); the bias has both
+    ctx = _linear_ctx(_sums({"v/weight": torch.ones(1, 2), "u/bias": torch.ones(1), "v/bias": torch.ones(1)}))
+    # Execute
+    got = FedCurv().others(ctx)
+    # Assert
+    assert list(got) == ["bias"]
+
+
+def test_min_fisher_itself_carries_no_information() -> None:
+    # Prepare: U' equals min_fisher on the first entry and exceeds it on the second (targets 3 and 5)
+    ctx = _linear_ctx(_sums({"u/weight": torch.tensor([[0.5, 2.0]]), "v/weight": torch.tensor([[1.5, 10.0]])}))
+    # Execute
+    got = FedCurv(min_fisher=0.5).penalty(ctx)
+    # Assert: only 2 * (1 - 5)^2
+    torch.testing.assert_close(got.detach(), torch.tensor(32.0))
+
+
+def test_terms_and_penalty_live_on_the_run_device() -> None:
+    # Prepare: the meta device stands in for an accelerator (the tensors move, nothing is computed)
+    ctx = _linear_ctx(_sums({"u/weight": torch.ones(1, 2), "v/weight": torch.ones(1, 2)}), device="meta")
+    method = FedCurv()
+    # Execute
+    u, target = method._penalty_terms(ctx)["weight"]
+    method._terms = {}
+    empty = method.penalty(ctx)
+    # Assert
+    assert u.device.type == target.device.type == empty.device.type == "meta"
+
+
+def test_a_new_round_or_a_loaded_state_drops_the_cached_terms() -> None:
+    # Prepare: terms cached from one message
+    first = _sums({"u/weight": torch.tensor([[4.0, 0.0]]), "v/weight": torch.tensor([[12.0, 0.0]])})
+    ctx = _linear_ctx(first)
+    ctx.x, ctx.y = torch.randn(8, 2), torch.zeros(8, dtype=torch.long)  # after_round's Fisher needs 2 features
+    method = FedCurv(fisher_samples=8)
+    method.penalty(ctx)
+    second = _sums({"u/weight": torch.tensor([[2.0, 0.0]]), "v/weight": torch.tensor([[10.0, 0.0]])}, sums_round=6)
+    # Execute: the round ends, the next message arrives; then a checkpoint is loaded and the message read again
+    method.after_round(ctx)
+    ctx.payload = second
+    after_round = method.penalty(ctx).detach()
+    method.load_state_dict({})
+    ctx.payload = first
+    after_load = method.penalty(ctx).detach()
+    # Assert: 2 * (1 - 5)^2, then 4 * (1 - 3)^2
+    torch.testing.assert_close(after_round, torch.tensor(32.0))
+    torch.testing.assert_close(after_load, torch.tensor(16.0))

@@ -138,3 +138,22 @@ def test_buffer_and_replay_draws_come_from_the_round_generator_not_the_global_rn
         out.append((method.buffer.x.clone(), torch.cat(batches)))  # type: ignore[union-attr]
     # Assert
     assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+
+
+def test_single_head_replay_takes_the_training_pass_logits_without_a_second_forward() -> None:
+    # Prepare: a replay batch on a single-head model; count whole-model forward passes
+    torch.manual_seed(0)
+    model: MLP = MLP((3,), 4, hidden=[5])
+    method = UER(buffer_size=50, replay_batch_size=4)
+    c0 = _ctx(model, 0)
+    method.adapt_batch(c0.x, c0.y, c0)
+    c1 = _ctx(model, 1)
+    c1.batch_x, c1.batch_y = method.adapt_batch(c1.x, c1.y, c1)
+    logits = model(c1.batch_x)
+    calls: list[int] = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    # Execute
+    method.loss(logits, c1.batch_y, F.cross_entropy(logits, c1.batch_y), c1)
+    # Assert: only the body ran again (for the cosine logits of the current samples); dropout or batch-norm
+    # layers would make a second pass differ from the one the optimiser steps on
+    assert calls == []

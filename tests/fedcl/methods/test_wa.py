@@ -150,6 +150,9 @@ def test_bad_distillation_parameters_are_refused() -> None:
         WA(kd_lambda=1.5)
     with pytest.raises(ValueError, match="temperature"):
         WA(temperature=0.0)
+    # the edges of the valid ranges are accepted: kd_lambda 0 and 1 (all distillation), any T > 0
+    assert WA(kd_lambda=0.0).kd_lambda == 0.0 and WA(kd_lambda=1.0).kd_lambda == 1.0
+    assert WA(temperature=0.5).temperature == 0.5
 
 
 def test_clipping_after_steps_and_no_alignment_or_clipping_on_multi_head() -> None:
