@@ -12,6 +12,7 @@ import fedcl.methods
 from fedcl.config import compose
 from fedcl.errors import ConfigError
 from fedcl.methods import METHODS, Composite, build_method
+from fedcl.methods._buffer import ReservoirBuffer
 from fedcl.methods.base import CLMethod, state_nbytes
 from fedcl.methods.er import ER
 from tests.conftest import synthetic_overrides
@@ -73,3 +74,48 @@ def test_state_nbytes_counts_tensors_and_arrays_recursively() -> None:
              "c": 5, "d": {"e": torch.zeros(1, dtype=torch.int8)}}
     assert state_nbytes(state) == 12 + 16 + 32 + 1
     assert state_nbytes("text") == 0
+
+
+class _TwoBuffers(CLMethod):
+    """Two buffers, an empty one, a nested method with its own buffer, and a plain attribute."""
+
+    def __init__(self) -> None:
+        self.first, self.second, self.empty = ReservoirBuffer(10), ReservoirBuffer(10), ReservoirBuffer(10)
+        self.inner = ER(buffer_size=10)
+        self.steps = 3
+
+
+def _filled() -> tuple[_TwoBuffers, torch.Tensor, torch.Tensor]:
+    x, y = toy_task(0, 12, seed=0)
+    y = torch.tensor([0, 0, 1, 0, 0, 0, 1, 1, 0, 1, 1, 1])
+    method = _TwoBuffers()
+    method.first.add(x[:2], y[:2], torch.zeros(2, dtype=torch.long))  # two of class 0
+    method.second.add(x[2:6], y[2:6], torch.zeros(4, dtype=torch.long))  # three of class 0, one of class 1
+    method.inner.buffer.add(x[6:9], y[6:9], torch.zeros(3, dtype=torch.long))  # one of class 0
+    return method, x, y
+
+
+def test_forget_classes_counts_every_buffer_and_nested_method() -> None:
+    # Prepare
+    method, _, _ = _filled()
+    # Execute
+    removed = method.forget_classes([0])
+    # Assert: 2 + 3 + 1 rows of class 0 removed, none left anywhere
+    assert removed == 6
+    for buffer in (method.first, method.second, method.inner.buffer):
+        assert buffer.y is None or 0 not in buffer.y.tolist()
+    assert len(method.second) == 1 and len(method.inner.buffer) == 2
+
+
+def test_forget_samples_removes_the_stored_copies_and_counts_them() -> None:
+    # Prepare: forget one row of each buffer plus a row no buffer holds
+    method, x, _ = _filled()
+    forgotten = x[[1, 3, 7, 11]]
+    # Execute
+    removed = method.forget_samples(forgotten)
+    # Assert
+    assert removed == 3
+    assert (len(method.first), len(method.second), len(method.inner.buffer), len(method.empty)) == (1, 3, 2, 0)
+    for buffer in (method.first, method.second, method.inner.buffer):
+        assert buffer.x is not None and not any(torch.equal(row, f) for row in buffer.x for f in forgotten)
+    assert CLMethod().forget_samples(forgotten) == 0

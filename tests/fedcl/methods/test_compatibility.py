@@ -8,6 +8,7 @@ from fedcl.config import compose
 from fedcl.config.schema import SCENARIOS
 from fedcl.errors import ConfigError
 from fedcl.methods import METHODS, check_compatibility
+from fedcl.methods.base import CLMethod
 from tests.conftest import synthetic_overrides
 
 
@@ -66,3 +67,30 @@ def test_an_incompatible_pairing_is_refused_before_anything_starts() -> None:
     with pytest.raises(ConfigError, match=r"'uer'.*domain_permuted"):
         compose(synthetic_overrides("method=[er,uer]", "stream.scenario=domain_permuted"))
     compose(synthetic_overrides("method=[er,ewc]", "stream.scenario=domain_permuted"))
+
+
+class _Mute(CLMethod):
+    scenarios = frozenset()
+    blurry = False
+
+
+def test_refusals_read_in_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: a registered method that declares no scenario
+    monkeypatch.setitem(METHODS._entries, "mute", "tests.fedcl.methods.test_compatibility:_Mute")
+    refusals = {
+        ("naive", "online", False): f"config key 'stream.scenario' = 'online' is invalid: one of {list(SCENARIOS)}",
+        ("wa", "task_incremental", False): "config key 'method' = 'wa' is invalid: method 'wa' supports "
+        "['class_incremental'], not stream.scenario=task_incremental; pick one of those scenarios or another method",
+        ("wa", "class_incremental", True): "config key 'method' = 'wa' is invalid: method 'wa' supports "
+        "['class_incremental'] but not blurry task boundaries (stream.blurry) on class_incremental; "
+        "set stream.blurry=null or pick another method",
+        ("mute", "class_incremental", False): "config key 'method' = 'mute' is invalid: method 'mute' supports "
+        "no scenario (it declares none), not stream.scenario=class_incremental; pick one of those scenarios or "
+        "another method",
+    }
+    for (name, scenario, blurry), message in refusals.items():
+        # Execute
+        with pytest.raises(ConfigError) as info:
+            check_compatibility(name, scenario, blurry=blurry)
+        # Assert
+        assert str(info.value) == message

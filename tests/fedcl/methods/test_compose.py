@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 import fedcl
@@ -128,3 +129,54 @@ def test_derpp_with_the_fpf_plugin_runs_end_to_end(tmp_path: Path) -> None:
         assert set(state) == {"derpp", "fpf"}
         assert len(state["derpp"]["buffer"]["y"]) == len(state["fpf"]["buffer"]["y"]) > 0
         assert state["fpf"]["finetunes"] == 2
+
+
+class Recorder(CLMethod):
+    """Records the context each hook receives; supplies round data and forgets a fixed count when told to."""
+
+    def __init__(self, data: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, forgets: int) -> None:
+        self.seen: list[tuple[str, object]] = []
+        self.data, self.forgets = data, forgets
+
+    def before_task(self, ctx: TaskContext) -> None:
+        self.seen.append(("before_task", ctx))
+
+    def after_backward(self, ctx: TaskContext) -> None:
+        self.seen.append(("after_backward", ctx))
+
+    def after_step(self, ctx: TaskContext) -> None:
+        self.seen.append(("after_step", ctx))
+
+    def train_data(self, ctx: TaskContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        self.seen.append(("train_data", ctx))
+        return self.data
+
+    def after_round(self, ctx: TaskContext) -> None:
+        self.seen.append(("after_round", ctx))
+
+    def forget_samples(self, x: torch.Tensor) -> int:
+        self.seen.append(("forget_samples", x))
+        return self.forgets
+
+
+def test_every_hook_reaches_every_part_with_the_context() -> None:
+    # Prepare: the first part supplies no round data, the second does
+    data = (torch.ones(2, 3), torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
+    a, b = Recorder(None, forgets=2), Recorder(data, forgets=3)
+    both = Composite({"a": a, "b": b})
+    ctx, x = object(), torch.zeros(1, 3)
+    # Execute
+    for hook in (both.before_task, both.after_backward, both.after_step, both.after_round):
+        hook(ctx)  # type: ignore[arg-type]
+    got = both.train_data(ctx)  # type: ignore[arg-type]
+    removed = both.forget_samples(x)
+    # Assert
+    hooks = ["before_task", "after_backward", "after_step", "after_round", "train_data"]
+    assert a.seen[:5] == b.seen[:5] == [(h, ctx) for h in hooks]
+    assert got is data and removed == 5
+    assert a.seen[5][1] is x and b.seen[5][1] is x
+
+
+def test_a_composite_of_one_method_is_refused() -> None:
+    with pytest.raises(ValueError, match="^a composite method needs at least two methods$"):
+        Composite({"er": ER()})
