@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from fedcl.methods import METHODS
+from tests.fedcl.methods.test_ema import assert_state_equal
 
 CONF = Path(__file__).resolve().parents[3] / "simulations" / "conf" / "method"
 # one file per method (er_ewc composes two of them); the file's single top-level key is the method's name
@@ -43,3 +44,18 @@ def test_constructor_defaults_equal_the_config_group(path: Path) -> None:
     kept = {k: getattr(built, k) for k in options if hasattr(built, k)}
     assert kept == {k: options[k] for k in kept}, path.name
     assert len(kept) >= len(options) // 2, f"{path.name}: most options are kept under their own names"
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_a_fresh_state_round_trips_and_an_empty_state_loads_as_fresh(name: str) -> None:
+    # Prepare: a client that has not trained yet, and a state written before the method stored anything
+    cls = METHODS.get(name)
+    fresh = cls().state_dict()
+    # Execute
+    restored = cls()
+    restored.load_state_dict(fresh)
+    from_empty = cls()
+    from_empty.load_state_dict({})
+    # Assert
+    assert_state_equal(restored.state_dict(), fresh)
+    assert_state_equal(from_empty.state_dict(), fresh)

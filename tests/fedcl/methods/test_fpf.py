@@ -255,3 +255,111 @@ def test_compositions_with_fpf_build_from_the_config_names() -> None:
     method = build_method({"derpp": {}, "fpf": {}})
     assert isinstance(method, Composite) and list(method.parts) == ["derpp", "fpf"]
     assert isinstance(build_method({"kfpf": {}}), KFPF)
+
+
+def test_default_modules_take_the_last_parametrised_body_layer_or_only_the_head() -> None:
+    # Prepare: a body whose last layer has no bias, and a model with no body parameters at all
+    with_body = torch.nn.Module()
+    with_body.body = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4, bias=False))
+    with_body.head = torch.nn.Linear(4, 2)
+    head_only = torch.nn.Module()
+    head_only.body = torch.nn.ReLU()
+    head_only.head = torch.nn.Linear(3, 2)
+    # Execute / Assert
+    assert default_modules(with_body) == ["head", "body.2"]
+    assert default_modules(head_only) == ["head"]
+
+
+def test_edge_options_are_accepted_and_a_fresh_plugin_has_taken_no_step() -> None:
+    # batch_size 1 and every 1 are the smallest valid values; the step count starts at 0
+    method = FPF(batch_size=1, every=1)
+    assert (method.batch_size, method.every) == (1, 1)
+    assert method.state_dict()["step_count"] == 0 and method.state_dict()["finetunes"] == 0
+
+
+def test_variants_keep_the_modules_and_task_end_switch_they_are_given() -> None:
+    for cls in (KFPF, KFPFKD):
+        method = cls(modules=["head"], at_task_end=True)
+        assert method.modules == ["head"] and method.at_task_end is True
+
+
+def test_one_slot_buffer_and_a_batch_without_fresh_rows_are_stored() -> None:
+    # Prepare: fresh_rows unset means the whole batch is the round's own data
+    model = MLP((3,), 4, hidden=[5])
+    ctx = _ctx(model, n=6)
+    one, whole = FPF(buffer_size=1), FPF(buffer_size=10)
+    ctx.batch_x, ctx.batch_y, ctx.fresh_rows = ctx.x, ctx.y, None
+    # Execute
+    for method in (one, whole):
+        method.loss(model(ctx.x), ctx.y, torch.tensor(0.0), ctx)
+    # Assert
+    assert len(one.buffer) == 1 and len(whole.buffer) == 6 and whole.buffer.seen == 6
+
+
+def test_zero_buffer_counts_nothing() -> None:
+    model = MLP((3,), 4, hidden=[5])
+    method = FPF(buffer_size=0)
+    _fill(method, _ctx(model))
+    assert method.buffer.seen == 0 and method.buffer.is_empty
+
+
+def test_buffer_and_finetuning_draws_come_from_the_rounds_generator() -> None:
+    # Prepare: twice the buffer's capacity offered (reservoir draws), then one fine-tuning (batch draws)
+    def run(global_seed: int) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = MLP((3,), 4, hidden=[5])
+        method = FPF(buffer_size=8, batch_size=4, steps=3)
+        ctx = _ctx(model, n=16)
+        torch.manual_seed(global_seed)
+        _fill(method, ctx)
+        method.finetune(ctx)
+        assert method.buffer.x is not None
+        return [method.buffer.x.clone(), *[p.detach().clone() for p in model.parameters()]]
+
+    # Execute: the same round generator, different global RNG states
+    a, b = run(1), run(2)
+    # Assert
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+
+
+def test_samples_stored_without_logits_are_finetuned_on_cross_entropy_only() -> None:
+    # Prepare: a buffer filled by a plugin without distillation, restored into k-FPF-KD
+    model = MLP((3,), 4, hidden=[5])
+    plain = FPF(buffer_size=16, batch_size=16)
+    ctx = _ctx(model)
+    _fill(plain, ctx)
+    kd = KFPFKD(buffer_size=16, batch_size=16)
+    kd.load_state_dict(plain.state_dict())
+    # Execute
+    got = kd.buffer_loss(ctx)
+    # Assert
+    order = kd.buffer.sample(16, generator=torch.Generator().manual_seed(0))["index"]
+    torch.testing.assert_close(got, F.cross_entropy(model(ctx.x[order]), ctx.y[order]))
+
+
+def test_buffer_loss_runs_on_the_run_device() -> None:
+    # Prepare: the meta device stands in for an accelerator (shapes only); the buffer stays on the CPU
+    model = MLP((3,), 4, hidden=[5])
+    method = KFPFKD(buffer_size=16, batch_size=4)
+    ctx = _ctx(model)
+    _fill(method, ctx)
+    ctx.model, ctx.device = model.to("meta"), torch.device("meta")
+    # Execute / Assert
+    assert method.buffer_loss(ctx).device.type == "meta"
+
+
+def test_finetuning_skips_selected_parameters_the_buffer_loss_does_not_use() -> None:
+    # Prepare: a two-head model; the buffer only holds task-0 samples, so head 1 gets no gradient
+    torch.manual_seed(0)
+    model = MLP((3,), 4, hidden=[5], num_heads=2)
+    method = FPF(buffer_size=16, batch_size=8, steps=2, modules=["head"])
+    ctx = _ctx(model)
+    ctx.multi_head = True
+    _fill(method, ctx, logits=model(ctx.x, 0))
+    head1 = [p.detach().clone() for p in model.head.heads[1].parameters()]
+    head0 = [p.detach().clone() for p in model.head.heads[0].parameters()]
+    # Execute
+    method.finetune(ctx)
+    # Assert: head 0 moved, head 1 untouched
+    assert all(torch.equal(p, q) for p, q in zip(model.head.heads[1].parameters(), head1, strict=True))
+    assert not all(torch.equal(p, q) for p, q in zip(model.head.heads[0].parameters(), head0, strict=True))

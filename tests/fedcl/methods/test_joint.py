@@ -73,5 +73,31 @@ def test_joint_state_is_empty_and_needs_task_data() -> None:
     assert method.state_dict() == {}
     ctx = _task1_ctx(MLP((16,), 4, hidden=[8]), 10, multi_head=False)
     ctx.task_data = None
-    with pytest.raises(ValueError, match="task_data"):
+    with pytest.raises(ValueError) as info:
         method.train_data(ctx)
+    assert str(info.value) == "joint: the client gave no ctx.task_data, so earlier tasks' data cannot be re-derived"
+
+
+def test_the_union_labels_each_earlier_task_with_its_own_size_and_id() -> None:
+    # Prepare: task 2 after tasks 0 (5 samples) and 1 (3 samples)
+    ctx = _task1_ctx(MLP((16,), 4, hidden=[8]), 4, multi_head=False)
+    ctx.task_id, ctx.seen_tasks = 2, [0, 1, 2]
+    sizes = {0: 5, 1: 3}
+    ctx.task_data = lambda t: toy_task(t % 2, sizes[t], 0)
+    # Execute
+    got = build_method({"joint": {}}).train_data(ctx)
+    # Assert
+    assert got is not None
+    x, y, tids = got
+    assert x.shape[0] == y.shape[0] == 4 + 5 + 3
+    assert tids.tolist() == [2] * 4 + [0] * 5 + [1] * 3
+
+
+def test_the_union_lives_on_the_rounds_device() -> None:
+    # Prepare: the round's data on the meta device (an accelerator stand-in), earlier tasks re-derived on the CPU
+    ctx = _task1_ctx(MLP((16,), 4, hidden=[8]), 4, multi_head=False)
+    ctx.x, ctx.y = ctx.x.to("meta"), ctx.y.to("meta")
+    # Execute
+    got = build_method({"joint": {}}).train_data(ctx)
+    # Assert
+    assert got is not None and got[0].device.type == got[1].device.type == "meta"
