@@ -121,3 +121,20 @@ def test_curvature_cap_is_max_step_over_lr_lambda() -> None:
     assert EWC(ewc_lambda=4.0).curvature_cap(make_ctx(model, 0, torch.zeros(1, 16), torch.zeros(1))) is None
     with pytest.raises(ValueError, match="max_penalty_step"):
         EWC(max_penalty_step=0.0)
+    # a zero learning rate takes no step: nothing to cap
+    frozen = torch.optim.SGD(model.parameters(), lr=0.0)
+    assert EWC(max_penalty_step=1.0).curvature_cap(make_ctx(model, 0, torch.zeros(1, 16), torch.zeros(1),
+                                                             optimizer=frozen)) is None
+
+
+def test_no_fisher_or_zero_lambda_hands_back_the_trainers_loss_untouched() -> None:
+    # Prepare: a fresh EWC (no Fisher yet) and one with a Fisher but lambda 0
+    model = make_model(0)
+    ctx = type("Ctx", (), {"model": model, "device": torch.device("cpu")})()
+    off = EWC(ewc_lambda=0.0)
+    off.anchor = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    off.fisher = {n: torch.ones_like(p) for n, p in model.named_parameters()}
+    base = torch.tensor(1.5)
+    # Execute / Assert: the same tensor, no penalty graph built
+    assert EWC().loss(torch.zeros(1), torch.zeros(1), base, ctx) is base  # type: ignore[arg-type]
+    assert off.loss(torch.zeros(1), torch.zeros(1), base, ctx) is base  # type: ignore[arg-type]

@@ -88,7 +88,7 @@ def _hand_loss(lam: float) -> float:
     return (1 - lam) * ce + lam * kd
 
 
-@pytest.mark.parametrize(("kd_lambda", "lam"), [(None, 0.5), (0.0, 0.0), (0.25, 0.25)])
+@pytest.mark.parametrize(("kd_lambda", "lam"), [(None, 0.5), (0.0, 0.0), (0.25, 0.25), (1.0, 1.0)])
 def test_distillation_loss_matches_the_hand_computed_value(kd_lambda: float | None, lam: float) -> None:
     # Prepare: a 4x4 linear model; the teacher is the model the client holds when task 1 starts
     model = nn.Linear(4, 4, bias=False)
@@ -120,6 +120,10 @@ def test_first_task_has_no_teacher_and_no_distillation() -> None:
     base = F.cross_entropy(logits, y)
     assert method.teacher == {}
     assert torch.equal(method.loss(logits, y, base, ctx), base)
+    # a fixed kd_lambda has no teacher to distil on the first task either
+    fixed = WA(buffer_size=0, kd_lambda=0.5)
+    fixed.before_task(ctx)
+    assert torch.equal(fixed.loss(logits, y, base, ctx), base)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -153,6 +157,14 @@ def test_bad_distillation_parameters_are_refused() -> None:
     # the edges of the valid ranges are accepted: kd_lambda 0 and 1 (all distillation), any T > 0
     assert WA(kd_lambda=0.0).kd_lambda == 0.0 and WA(kd_lambda=1.0).kd_lambda == 1.0
     assert WA(temperature=0.5).temperature == 0.5
+    assert WA(replay_batch_size=5).replay_batch_size == 5
+
+
+def test_kd_weight_is_old_over_seen_classes_even_when_the_task_revisits_old_ones() -> None:
+    method = WA()
+    method.old_classes = [3]
+    assert method.kd_weight(_ctx(nn.Linear(4, 4), 1, [3])) == 1.0
+    assert method.kd_weight(_ctx(nn.Linear(4, 4), 1, [2, 3])) == 0.5
 
 
 def test_clipping_after_steps_and_no_alignment_or_clipping_on_multi_head() -> None:
