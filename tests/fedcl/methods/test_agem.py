@@ -9,6 +9,7 @@ from torch.nn import functional as F
 from fedcl.methods._utils import assign_flat_grad, flat_grad
 from fedcl.methods.agem import AGEM
 from fedcl.methods.base import TaskContext
+from fedcl.models import MLP
 from fedcl.trainer import train_local
 from tests.fedcl.methods.baselines import naive_toy, run_capture
 from tests.fedcl.methods.test_ema import assert_state_equal
@@ -159,9 +160,10 @@ def test_projection_is_exactly_g_minus_its_component_along_g_ref() -> None:
     torch.testing.assert_close(flat_grad(params), g - torch.dot(g, g_ref) / torch.dot(g_ref, g_ref) * g_ref)
     disabled = AGEM(buffer_size=64, ref_batch_size=0)  # a full memory, but no reference batch
     disabled.buffer.add(x0, y0, torch.zeros_like(y0))
-    before = flat_grad(params).clone()
+    before, drawn = flat_grad(params).clone(), ctx.generator.get_state()
     disabled.after_backward(ctx)
     assert torch.equal(flat_grad(params), before)
+    assert torch.equal(ctx.generator.get_state(), drawn)  # and no draw from the round's generator
 
 
 # ---- hand-built gradients: the projection rule, its threshold, its count, its randomness ------------------------
@@ -241,3 +243,36 @@ def test_memory_and_reference_batches_come_from_the_round_generator_not_the_glob
         results.append((method.buffer.x.clone(), flat_grad(params).clone()))  # type: ignore[union-attr]
     # Assert: the global RNG's state changes nothing
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_a_one_sample_reference_batch_projects() -> None:
+    # Prepare: one sample in memory, the current gradient exactly against it
+    model, method, x0, y0 = _full_memory(1)
+    g_ref = _memory_gradient(model, x0, y0)
+    x1, y1 = toy_task(1, 4, seed=0)
+    params = _with_grad(model, -g_ref + 0.0)
+    # Execute
+    method.after_backward(make_ctx(model, 1, x1, y1))
+    # Assert: all of -g_ref lies along g_ref, so nothing is left
+    torch.testing.assert_close(flat_grad(params), torch.zeros_like(g_ref), atol=1e-6, rtol=0)
+
+
+def test_multi_head_reference_goes_through_each_samples_own_head() -> None:
+    # Prepare: a two-head model; the memory holds task-0 samples, the client learns task 1
+    torch.manual_seed(0)
+    model = MLP((16,), 4, hidden=[8], num_heads=2)
+    x0, y0 = toy_task(0, 8, seed=0)
+    method = AGEM(buffer_size=8, ref_batch_size=8)
+    method.buffer.add(x0, y0, torch.zeros_like(y0))
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(F.cross_entropy(model(x0, 0), y0), params, allow_unused=True)
+    g_ref = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params,
+                                                                                              strict=True)])
+    _with_grad(model, -g_ref + 0.0)
+    x1, y1 = toy_task(1, 4, seed=0)
+    ctx = make_ctx(model, 1, x1, y1, multi_head=True)
+    # Execute
+    method.after_backward(ctx)
+    # Assert: projected against head 0's memory gradient, so nothing is left
+    torch.testing.assert_close(flat_grad(params), torch.zeros_like(g_ref), atol=1e-6, rtol=0)
+    assert ctx.metrics["agem-projected"] == 1.0
