@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedcl.methods._buffer import ReservoirBuffer
+from fedcl.methods._buffer import ReservoirBuffer, rows_in
 from tests.fedcl.methods.test_ema import assert_state_equal
 
 
@@ -69,7 +69,7 @@ def test_empty_and_zero_capacity() -> None:
     buf = ReservoirBuffer(0)
     _fill(buf, 30, seed=0)
     assert buf.is_empty and len(buf) == 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^cannot sample from an empty buffer$"):
         buf.sample(1)
     with pytest.raises(ValueError):
         ReservoirBuffer(-1)
@@ -148,3 +148,54 @@ def test_load_state_truncates_to_the_configured_capacity() -> None:
                            "task_ids": torch.zeros(0, dtype=torch.long)})
     assert empty.is_empty and empty.x is None and empty.seen == 3
     assert ReservoirBuffer(4).state_dict() == {"capacity": 4, "seen": 0}
+
+
+def test_rows_in_matches_whole_rows_of_any_shape_by_value() -> None:
+    # Prepare: 2x2 "images"; rows 0 and 2 of x are stored copies, row 1 differs from its copy in one pixel
+    x = torch.arange(12.0).reshape(3, 2, 2)
+    reference = torch.stack([x[2], x[1].clone(), x[0]])
+    x[1, 1, 1] = 99.0
+    # Execute / Assert
+    assert rows_in(x, reference).tolist() == [True, False, True]
+    assert rows_in(x, reference).dtype == torch.bool
+    assert rows_in(x[:1], x[:1]).tolist() == [True]  # one row, one reference row
+    assert rows_in(x[1:2], reference[:1]).tolist() == [False]
+
+
+def test_rows_in_with_nothing_on_either_side_is_all_false() -> None:
+    x = torch.ones(3, 4)
+    for got, n in ((rows_in(x, torch.ones(0, 4)), 3), (rows_in(torch.ones(0, 4), x), 0)):
+        assert got.dtype == torch.bool and got.tolist() == [False] * n
+
+
+def test_sample_without_a_generator_draws_on_the_cpu() -> None:
+    buf = ReservoirBuffer(10)
+    _fill(buf, 10, seed=0)
+    torch.manual_seed(0)
+    first = buf.sample(4)["index"]
+    torch.manual_seed(0)
+    assert torch.equal(buf.sample(4)["index"], first) and first.device.type == "cpu"
+
+
+def test_dropping_from_an_empty_buffer_removes_nothing() -> None:
+    buf = ReservoirBuffer(5)
+    assert buf.drop_classes([0]) == 0 and buf.drop_rows(torch.tensor([True])) == 0 and buf.is_empty
+
+
+def test_dropping_rows_down_to_one_or_none() -> None:
+    # Prepare
+    buf = ReservoirBuffer(5)
+    _fill(buf, 3, seed=0, logits=True)
+    # Execute: one row left, then none
+    left_one = buf.drop_rows(torch.tensor([True, False, True]))
+    assert left_one == 2 and len(buf) == 1 and buf.y is not None and buf.y.tolist() == [1]
+    assert buf.drop_rows(torch.tensor([True])) == 1
+    # Assert: an emptied buffer is the fresh one (no zero-row tensors left behind)
+    assert buf.is_empty and buf.x is None and buf.y is None and buf.task_ids is None and buf.logits is None
+
+
+def test_a_state_without_a_seen_count_loads_as_nothing_seen() -> None:
+    buf = ReservoirBuffer(5)
+    _fill(buf, 3, seed=0)
+    buf.load_state_dict({"x": buf.x, "y": buf.y, "task_ids": buf.task_ids})
+    assert buf.seen == 0 and len(buf) == 3
