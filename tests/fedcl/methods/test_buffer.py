@@ -68,17 +68,22 @@ def test_sample_keys_logits_and_round_trip() -> None:
 def test_empty_and_zero_capacity() -> None:
     buf = ReservoirBuffer(0)
     _fill(buf, 30, seed=0)
-    assert buf.is_empty and len(buf) == 0
+    assert buf.is_empty and len(buf) == 0 and buf.seen == 30  # offered samples are counted all the same
     with pytest.raises(ValueError, match="^cannot sample from an empty buffer$"):
         buf.sample(1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^buffer capacity must be >= 0, got -1$"):
         ReservoirBuffer(-1)
+    # a zero-capacity buffer draws nothing from the round's generator
+    g = torch.Generator().manual_seed(0)
+    state = g.get_state()
+    buf.add(torch.zeros(3, 3), torch.zeros(3, dtype=torch.long), torch.zeros(3), generator=g)
+    assert torch.equal(g.get_state(), state)
 
 
 def test_logits_all_or_none() -> None:
     buf = ReservoirBuffer(5)
     _fill(buf, 3, seed=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^a buffer stores logits for all samples or for none$"):
         buf.add(torch.zeros(1, 3), torch.zeros(1, dtype=torch.long), torch.zeros(1), logits=torch.zeros(1, 4))
 
 
@@ -199,3 +204,28 @@ def test_a_state_without_a_seen_count_loads_as_nothing_seen() -> None:
     _fill(buf, 3, seed=0)
     buf.load_state_dict({"x": buf.x, "y": buf.y, "task_ids": buf.task_ids})
     assert buf.seen == 0 and len(buf) == 3
+
+
+def test_single_sample_offers_to_a_full_buffer_follow_algorithm_r() -> None:
+    # Prepare: capacity 1, then 30 offers of one sample each; the same draws replayed by hand
+    buf = ReservoirBuffer(1)
+    g, mirror = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    kept = 0
+    # Execute
+    for i in range(30):
+        buf.add(torch.full((1, 3), float(i)), torch.tensor([i]), torch.zeros(1), generator=g)
+        if i > 0 and int(torch.rand(1, generator=mirror, dtype=torch.float64) * (i + 1)) < 1:
+            kept = i
+    # Assert: sample i replaced the held one with probability 1 / (i + 1), draw for draw
+    assert buf.y is not None and buf.y.tolist() == [kept] and kept > 0
+
+
+def test_overflow_without_a_generator_draws_from_the_global_rng_on_the_cpu() -> None:
+    def run() -> list[int]:
+        buf = ReservoirBuffer(4)
+        torch.manual_seed(5)
+        buf.add(torch.arange(20.0)[:, None], torch.arange(20), torch.zeros(20))
+        assert buf.y is not None
+        return buf.y.tolist()
+
+    assert run() == run()
