@@ -93,6 +93,7 @@ def test_coin_rule_matches_the_hand_computed_average_after_two_steps(s: float, a
     assert method.ema["weight"].view(-1).tolist() == pytest.approx(want, rel=1e-5)
     assert method.last_betas["weight"] == pytest.approx(1 - alpha, rel=1e-5)
     assert ctx.metrics["ema-fallback-share"] == (1.0 if alpha == 0.01 else 0.0)
+    assert ctx.metrics["ema-beta-mean"] == pytest.approx(1 - alpha, rel=1e-5)  # one step, one tensor
 
 
 def test_task_end_loads_the_average_and_the_next_task_restarts_it() -> None:
@@ -138,5 +139,8 @@ def test_ema_balanced_state_round_trip() -> None:
 
 
 def test_bad_fallback_is_refused() -> None:
-    with pytest.raises(ValueError, match="fallback"):
-        EMABalanced(fallback=0.0)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="fallback"):
+            EMABalanced(fallback=bad)
+    assert EMABalanced(fallback=1.0).fallback == 1.0  # alpha = 1: the average is the live weights
+    assert EMABalanced().last_betas == {}
