@@ -1,0 +1,131 @@
+"""FOT's official GPSE (``strategy.gpse_model=local``) with constructed train replies: sketches ride on the
+last round's replies, are summed per task, checkpointed while pending, and grow the bases at the task's end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+import fedcl.keys as keys
+from fedcl.errors import RoundError
+from fedcl.fot import protocol as gpse
+from strategies.fot import FOT, LocalSums
+from tests.strategies.test_fot import D_IN, D_OUT, GPSEGrid, arrays_of, make_fot
+
+W0 = arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT))
+
+
+def _sketch(basis: np.ndarray, seed: int) -> np.ndarray:
+    """A client's d x d sketch of layer inputs that live in span(basis)."""
+    rng = np.random.default_rng(seed)
+    A = basis @ rng.normal(size=(basis.shape[1], 30))
+    return (A @ rng.normal(size=(30, D_IN))).astype(np.float32)
+
+
+def _replies(strategy: FOT, server_round: int, sketches: list[np.ndarray | None]) -> list[Message]:
+    """The round's train replies; client i's carries ``sketches[i]`` as its GPSE records (none if ``None``)."""
+    msgs = list(strategy.configure_train(server_round, W0, ConfigRecord(), GPSEGrid(np.eye(D_IN)[:, :2])))
+    out = []
+    for msg, y in zip(msgs, sketches, strict=True):
+        content = RecordDict({keys.ARRAYS: W0, keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 10})})
+        if y is not None:
+            content[gpse.SKETCH] = ArrayRecord({"fc": Array(y)})
+            content[gpse.STATS] = MetricRecord({keys.NUM_EXAMPLES: 30, "fc/ratio-weighted": 30.0})
+        out.append(Message(content, reply_to=msg))
+    return out
+
+
+def _basis_projector(strategy: FOT) -> np.ndarray:
+    U = strategy.fot.bases["fc"].numpy()
+    return U @ U.T
+
+
+def test_last_round_sketches_grow_the_same_basis_as_queried_ones(message_identity: None) -> None:
+    # Prepare: the three clients' inputs live in span(e0, e1); the query mode gets the same sketches
+    basis = np.eye(D_IN)[:, :2]
+    local = make_fot("strategy.gpse_model=local")
+    queried = make_fot()
+    sketches = [_sketch(basis, i) for i in range(3)]
+    # Execute: round 2 is task 0's last (2 rounds per task)
+    sent = list(local.configure_train(2, W0, ConfigRecord(), GPSEGrid(basis)))
+    local.aggregate_train(2, _replies(local, 2, list(sketches)))
+    local.on_task_end(2, 0, W0, GPSEGrid(basis))
+    queried.on_task_end(2, 0, W0, GPSEGrid(basis))
+    # Assert: the last round's messages carried the (empty) bases; the basis is span(e0, e1) in both modes
+    assert all(gpse.BASES in m.content for m in sent)
+    assert local.fot.bases["fc"].shape == (D_IN, 2)
+    np.testing.assert_allclose(_basis_projector(local), basis @ basis.T, atol=1e-5)
+    np.testing.assert_allclose(_basis_projector(local), _basis_projector(queried), atol=1e-5)
+    assert local.sketch_bytes >= 3 * D_IN * D_IN * 4
+
+
+def test_a_non_finite_or_incomplete_sketch_is_rejected_and_the_rest_summed(message_identity: None) -> None:
+    # Prepare: client 0 sends NaN (its whole reply is refused), client 1 a sketch without its statistics
+    strategy = make_fot("strategy.gpse_model=local")
+    nan = np.full((D_IN, D_IN), np.nan, dtype=np.float32)
+    span = np.eye(D_IN)[:, :1]
+    replies = _replies(strategy, 2, [nan, _sketch(span, 1), _sketch(span, 2)])
+    del replies[1].content[gpse.STATS]
+    # Execute
+    strategy.aggregate_train(2, replies)
+    strategy.on_task_end(2, 0, W0, GPSEGrid(np.eye(D_IN)[:, :2]))
+    # Assert: only client 2's sketch counted
+    assert list(strategy.round_faults.rejected) == [0]
+    assert strategy.gpse_faults.rejected == {1: f"record '{gpse.STATS}' missing or not a MetricRecord"}
+    np.testing.assert_allclose(_basis_projector(strategy), span @ span.T, atol=1e-5)
+
+
+def test_a_sketch_layout_unlike_the_others_is_rejected(message_identity: None) -> None:
+    strategy = make_fot("strategy.gpse_model=local")
+    span = np.eye(D_IN)[:, :1]
+    odd = np.ones((D_IN + 1, D_IN + 1), dtype=np.float32)
+    strategy.aggregate_train(2, _replies(strategy, 2, [_sketch(span, 0), odd, _sketch(span, 1)]))
+    assert strategy.gpse_faults.rejected == {1: "sketch names/shapes differ from the other clients'"}
+    assert strategy._pending[0].clients == 2
+
+
+def test_replies_without_sketches_leave_nothing_pending_and_task_end_refuses(message_identity: None) -> None:
+    strategy = make_fot("strategy.gpse_model=local")
+    strategy.aggregate_train(2, _replies(strategy, 2, [None, None, None]))
+    assert strategy._pending == {} and strategy.gpse_faults.rejected == {}
+    with pytest.raises(RoundError, match=r"task 0 sent a sound GPSE sketch.*resume=<run folder>"):
+        strategy.on_task_end(2, 0, W0, GPSEGrid(np.eye(D_IN)[:, :2]))
+
+
+def test_pending_sums_survive_a_checkpoint_between_the_last_round_and_the_task_end(
+    message_identity: None,
+) -> None:
+    # Prepare: the last round's sketches are summed, then the server stops before the task's end
+    basis = np.eye(D_IN)[:, :3]
+    strategy = make_fot("strategy.gpse_model=local")
+    strategy.aggregate_train(2, _replies(strategy, 2, [_sketch(basis, i) for i in range(3)]))
+    pending = strategy._pending[0]
+    # Execute: resume from the checkpoint, then end the task in both
+    restored = make_fot("strategy.gpse_model=local")
+    restored.load_state_dict(strategy.state_dict())
+    strategy.on_task_end(2, 0, W0, GPSEGrid(basis))
+    restored.on_task_end(2, 0, W0, GPSEGrid(basis))
+    # Assert: the restored sums are the pending ones, bit for bit, and so are the bases
+    assert pending.clients == 3 and pending.stats == {keys.NUM_EXAMPLES: 90.0, "fc/ratio-weighted": 90.0}
+    assert torch.equal(restored.fot.bases["fc"], strategy.fot.bases["fc"])
+
+
+def test_local_sums_add_in_float64_and_round_trip() -> None:
+    # Prepare
+    sums = LocalSums()
+    y = np.full((2, 2), 0.1, dtype=np.float32)
+    records = [(ArrayRecord({"fc": Array(y)}), MetricRecord({keys.NUM_EXAMPLES: 3, "fc/ratio-weighted": 1.5}))] * 2
+    # Execute
+    sums.add(records)
+    sums.add(records[:1])
+    again = LocalSums.from_state(sums.state_dict())
+    # Assert
+    assert sums.sketches["fc"].dtype == np.float64
+    np.testing.assert_array_equal(sums.sketches["fc"], 3 * y.astype(np.float64))
+    assert sums.stats == {keys.NUM_EXAMPLES: 9.0, "fc/ratio-weighted": 4.5} and sums.clients == 3
+    assert sums.nbytes == 3 * records[0][0].count_bytes()
+    assert again.state_dict().keys() == sums.state_dict().keys()
+    np.testing.assert_array_equal(again.sketches["fc"], sums.sketches["fc"])
+    assert (again.stats, again.nbytes, again.clients) == (sums.stats, sums.nbytes, sums.clients)
