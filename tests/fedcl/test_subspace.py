@@ -12,10 +12,15 @@ from fedcl.models import MLP, ConvNet
 from fedcl.subspace import (
     as_numpy_bases,
     empty_basis,
+    exhausted,
     grow_basis,
     largest_angles,
     layer_inputs,
+    occupancy,
+    occupancy_metrics,
     orthonormal_extend,
+    parse_occupancy_metrics,
+    principal_angles,
     project_delta,
     project_gradients,
     project_update,
@@ -339,3 +344,52 @@ def test_largest_angles_per_layer_by_hand() -> None:
     assert out["tilted"]["largest_angle_rad"] == pytest.approx(0.3, abs=1e-6)
     assert out["inside"] == {"largest_angle_rad": pytest.approx(0.0, abs=1e-6), "dims": [2, 1]}
     assert out["empty"] == {"largest_angle_rad": None, "dims": [2, 0]}
+
+
+def test_principal_angles_by_hand_and_for_an_empty_basis() -> None:
+    # Prepare: span(e0, e1) against span(e0, (e1 + e2) / sqrt 2) in R^3: angles 0 and 45 degrees
+    U = torch.eye(3)[:, :2]
+    V = torch.stack([torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 1.0]) / 2 ** 0.5], dim=1)
+    # Execute
+    got = principal_angles(U, V)
+    # Assert: ascending, float64; a basis with no column gives no angle whichever side it is on
+    assert got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), [0.0, np.pi / 4], atol=1e-6)
+    for a, b in ((U, torch.zeros(3, 0)), (torch.zeros(3, 0), U), (torch.zeros(3, 0), torch.zeros(3, 0))):
+        empty = principal_angles(a, b)
+        assert empty.shape == (0,) and empty.dtype == torch.float64
+    one = principal_angles(torch.eye(3)[:, :1], V)  # a one-column basis has one angle (0: e0 is in both)
+    assert one.shape == (1,) and float(one[0]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_principal_angles_of_identical_and_opposite_spans_are_zero() -> None:
+    # rounding can push cos a hair past 1 (or -1 after a sign flip); arccos must still be 0, not NaN
+    U = torch.linalg.qr(torch.randn(5, 3, generator=torch.Generator().manual_seed(0)))[0]
+    for V in (U, -U, U * (1 + 1e-7)):
+        got = principal_angles(U, V)
+        assert torch.isfinite(got).all() and float(got.max()) < 1e-3
+
+
+def test_exhausted_warns_above_the_limit_only_and_names_the_numbers() -> None:
+    layers = {"fc1": occupancy(19, 20), "fc2": occupancy(45, 50), "fc3": occupancy(3, 10)}
+    # fc2 sits exactly at the limit 0.9: not above it
+    assert exhausted(layers) == {"fc1": "plasticity nearly exhausted: layer fc1 holds 19 of 20 directions (95 %)"}
+    assert exhausted(layers, limit=0.2) == {
+        "fc1": "plasticity nearly exhausted: layer fc1 holds 19 of 20 directions (95 %)",
+        "fc2": "plasticity nearly exhausted: layer fc2 holds 45 of 50 directions (90 %)",
+        "fc3": "plasticity nearly exhausted: layer fc3 holds 3 of 10 directions (30 %)",
+    }
+
+
+def test_occupancy_metrics_round_trip_and_ignore_other_keys() -> None:
+    # Prepare: two layers (one with eps'), a layer name holding a slash, and unrelated metric keys
+    layers = {"body.0": occupancy(4, 16, 0.25), "head/x": occupancy(2, 8)}
+    flat = occupancy_metrics(layers)
+    noisy = {**flat, "loss": 1.0, "subspace-dim": 3.0, "other/body.0": 5.0, "subspace-dim/half": 2.0}
+    # Execute
+    back = parse_occupancy_metrics(noisy)
+    # Assert: the flat keys by hand; the layers come back whole, a layer without its input dimension is left out
+    assert flat == {"subspace-dim/body.0": 4.0, "subspace-input-dim/body.0": 16.0, "subspace-eps/body.0": 0.25,
+                    "subspace-dim/head/x": 2.0, "subspace-input-dim/head/x": 8.0}
+    assert back == layers
+    assert parse_occupancy_metrics({"subspace-input-dim/only": 8.0}) == {}
