@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -361,3 +363,39 @@ def test_gpse_dropout_collects_the_activations_with_dropout_on() -> None:
     assert not torch.allclose(on["head.heads.0"], on_other["head.heads.0"])
     assert model.training  # the model's mode is left as it was
 
+
+
+def test_train_records_are_the_query_replys_statistics_in_the_last_round_only(message_identity: None) -> None:
+    from flwr.app import Context, RecordDict
+
+    from fedcl.client.instruction import parse, query_config
+    from fedcl.config import compose, to_json
+    from fedcl.data import build_stream
+    from fedcl.fot import client as fot_client
+    from fedcl.fot import protocol as gpse
+    from fedcl.models import build_model
+    from fedcl.records import array_record
+    from tests.conftest import synthetic_overrides
+
+    # Prepare: the official GPSE (sketches on the train reply) and the query GPSE, same model, data and bases
+    def setup(*extra: str) -> tuple[Any, Any, Any, torch.Tensor, Any]:
+        cfg = compose(synthetic_overrides("strategy=fot", "strategy.gpse_max_samples=100000", *extra))
+        stream = build_stream(cfg.stream, cfg.federation.num_clients, cfg.seed)
+        model = build_model(cfg.model, stream.in_shape, stream.num_classes, stream.num_heads)
+        bases = {"body.0": torch.eye(int(np.prod(stream.in_shape)))[:, :2]}
+        msg = gpse.gpse_query(array_record(dict(model.state_dict())), query_config(to_json(cfg), 2, 0, 0), bases, 1)
+        ctx = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+        return msg, parse(msg, ctx), model, stream.client_data(0, 0)[0], ctx
+
+    msg, instr, model, x, ctx = setup("strategy.gpse_model=local")
+    # Execute
+    local = fot_client.train_records(msg, instr, model, x, last_round_of_task=True)
+    queried = fot_client.handle(msg, ctx, instr).content
+    # Assert: the same sketches and statistics as the query's reply; nothing before the last round or in query mode
+    assert set(local) == {gpse.SKETCH, gpse.STATS}
+    for name, arr in queried[gpse.SKETCH].items():  # type: ignore[union-attr]
+        np.testing.assert_array_equal(local[gpse.SKETCH][name].numpy(), arr.numpy())  # type: ignore[index]
+    assert dict(local[gpse.STATS]) == dict(queried[gpse.STATS])  # type: ignore[call-overload]
+    assert fot_client.train_records(msg, instr, model, x, last_round_of_task=False) == {}
+    q_msg, q_instr, q_model, q_x, _ = setup()
+    assert fot_client.train_records(q_msg, q_instr, q_model, q_x, last_round_of_task=True) == {}
