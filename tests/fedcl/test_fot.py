@@ -399,3 +399,38 @@ def test_train_records_are_the_query_replys_statistics_in_the_last_round_only(me
     assert fot_client.train_records(msg, instr, model, x, last_round_of_task=False) == {}
     q_msg, q_instr, q_model, q_x, _ = setup()
     assert fot_client.train_records(q_msg, q_instr, q_model, q_x, last_round_of_task=True) == {}
+
+
+def test_query_reply_is_gpse_statistics_under_the_runs_options_and_the_clients_own_omega(
+    message_identity: None,
+) -> None:
+    from flwr.app import Context, RecordDict
+
+    from fedcl.client.instruction import parse, query_config
+    from fedcl.config import compose, to_json
+    from fedcl.data import build_stream
+    from fedcl.fot import client as fot_client
+    from fedcl.fot import protocol as gpse
+    from fedcl.models import build_model
+    from fedcl.records import array_record
+    from fedcl.seeding import torch_generator
+    from tests.conftest import synthetic_overrides
+
+    # Prepare: non-default options, dropout in the model, client 1 on task 1, a subset of its samples
+    cfg = compose(synthetic_overrides("strategy=fot", "strategy.sketch_factor=2", "strategy.gpse_max_samples=40",
+                                      "strategy.gpse_dropout=true", "model.dropout=0.5"))
+    stream = build_stream(cfg.stream, cfg.federation.num_clients, cfg.seed)
+    model = build_model(cfg.model, stream.in_shape, stream.num_classes, stream.num_heads)
+    msg = gpse.gpse_query(array_record(dict(model.state_dict())), query_config(to_json(cfg), 4, 1, 1), {}, 1)
+    ctx = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    x = stream.client_data(1, 1)[0]
+    # Execute
+    reply = fot_client.handle(msg, ctx, parse(msg, ctx)).content
+    want, stats = gpse_statistics(model, x, {}, sketch_factor=2, max_samples=40, batch_size=256, task_id=1,
+                                  generator=torch_generator(cfg.seed, "omega", 1, 1), dropout=True, private=False)
+    # Assert: bit for bit, so every option and the seed of Omega_i reach the client's statistics
+    assert x.shape[0] > 40
+    for name, y in want.items():
+        assert y.shape[1] == 2 * y.shape[0]
+        np.testing.assert_array_equal(reply[gpse.SKETCH][name].numpy(), y)  # type: ignore[index]
+    assert dict(reply[gpse.STATS]) == stats  # type: ignore[call-overload]
