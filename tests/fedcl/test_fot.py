@@ -280,12 +280,21 @@ def test_gpse_never_reads_held_out_or_forgotten_samples(message_identity: None) 
     msgs = [protocol.gpse_query(arrays, query_config(to_json(cfg), 2, c, 0), {}, n) for c, n in enumerate([1, 2, 3])]
     # Execute
     replies = InProcGrid(fedcl_app, [1, 2, 3]).send_and_receive(msgs)
-    # Assert: each client's GPSE ran on its training samples only
+    # Assert: each client's GPSE ran on its training samples only (the very rows: the sketch is theirs, bit for bit)
+    from fedcl.seeding import torch_generator
+
+    fot = cfg.strategy
     for c, r in enumerate(replies):
-        _, stats = protocol.reply_records(r)
+        sketch_rec, stats = protocol.reply_records(r)
         x, y = stream.client_data(0, c)
-        trained = Exclusions.of_run(cfg).training_data(x, y, 0, c)[0].shape[0]
-        assert trained < y.shape[0] and stats[NUM_EXAMPLES] == trained
+        kept = Exclusions.of_run(cfg).training_data(x, y, 0, c)[0]
+        assert kept.shape[0] < y.shape[0] and stats[NUM_EXAMPLES] == kept.shape[0]
+        want, _ = gpse_statistics(model, kept, {}, sketch_factor=fot.sketch_factor,  # type: ignore[union-attr]
+                                  max_samples=fot.gpse_max_samples,  # type: ignore[union-attr]
+                                  generator=torch_generator(cfg.seed, "omega", c, 0), task_id=0,
+                                  dropout=fot.gpse_dropout)  # type: ignore[union-attr]
+        for name, y_sketch in want.items():
+            np.testing.assert_array_equal(sketch_rec[name].numpy(), y_sketch)
 
 
 def test_gpse_handler_never_sketches_the_forgotten_classes(message_identity: None) -> None:
