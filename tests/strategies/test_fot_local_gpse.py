@@ -61,7 +61,9 @@ def test_last_round_sketches_grow_the_same_basis_as_queried_ones(message_identit
     assert local.sketch_bytes >= 3 * D_IN * D_IN * 4
 
 
-def test_a_non_finite_or_incomplete_sketch_is_rejected_and_the_rest_summed(message_identity: None) -> None:
+def test_a_non_finite_or_incomplete_sketch_is_rejected_and_the_rest_summed(
+    message_identity: None, caplog: pytest.LogCaptureFixture
+) -> None:
     # Prepare: client 0 sends NaN (its whole reply is refused), client 1 a sketch without its statistics
     strategy = make_fot("strategy.gpse_model=local")
     nan = np.full((D_IN, D_IN), np.nan, dtype=np.float32)
@@ -74,6 +76,7 @@ def test_a_non_finite_or_incomplete_sketch_is_rejected_and_the_rest_summed(messa
     # Assert: only client 2's sketch counted
     assert list(strategy.round_faults.rejected) == [0]
     assert strategy.gpse_faults.rejected == {1: f"record '{gpse.STATS}' missing or not a MetricRecord"}
+    assert f"gpse: client 1 rejected: record '{gpse.STATS}' missing or not a MetricRecord" in caplog.text
     np.testing.assert_allclose(_basis_projector(strategy), span @ span.T, atol=1e-5)
 
 
@@ -129,3 +132,26 @@ def test_local_sums_add_in_float64_and_round_trip() -> None:
     assert again.state_dict().keys() == sums.state_dict().keys()
     np.testing.assert_array_equal(again.sketches["fc"], sums.sketches["fc"])
     assert (again.stats, again.nbytes, again.clients) == (sums.stats, sums.nbytes, sums.clients)
+
+
+def test_the_last_rounds_bases_are_counted_in_the_downlink(message_identity: None) -> None:
+    # Prepare: a basis after task 0; round 4 is task 1's last round
+    local, queried = make_fot("strategy.gpse_model=local"), make_fot()
+    for s in (local, queried):
+        s.fot.bases = {"fc": torch.eye(D_IN)[:, :2].contiguous()}
+    # Execute
+    sent = list(local.configure_train(4, W0, ConfigRecord(), GPSEGrid(np.eye(D_IN)[:, :2])))
+    queried.configure_train(4, W0, ConfigRecord(), GPSEGrid(np.eye(D_IN)[:, :2]))
+    # Assert: every message's bases on top of FedAvg's traffic
+    extra = sum(m.content[gpse.BASES].count_bytes() for m in sent)  # type: ignore[union-attr]
+    assert len(sent) == 3 and extra > 0 and local.bytes_down - queried.bytes_down == extra
+
+
+def test_bases_and_occupancy_reports_before_and_after_a_task_end(message_identity: None) -> None:
+    strategy = make_fot()
+    assert strategy.subspace_bases() == {} and strategy.occupancy() == {}
+    strategy.on_task_end(2, 0, W0, GPSEGrid(np.eye(D_IN)[:, :2]))
+    bases = strategy.subspace_bases()
+    assert list(bases) == ["fc"] and bases is not strategy.fot.bases
+    assert torch.equal(bases["fc"], strategy.fot.bases["fc"])
+    assert strategy.occupancy()["fc"]["dim"] == 2 and strategy.occupancy()["fc"]["input_dim"] == D_IN
