@@ -443,3 +443,19 @@ def test_query_reply_is_gpse_statistics_under_the_runs_options_and_the_clients_o
         assert y.shape[1] == 2 * y.shape[0]
         np.testing.assert_array_equal(reply[gpse.SKETCH][name].numpy(), y)  # type: ignore[index]
     assert dict(reply[gpse.STATS]) == stats  # type: ignore[call-overload]
+
+
+def test_gpse_statistics_sketch_with_dropout_only_when_asked() -> None:
+    # Prepare: a model whose head sees dropped-out inputs in training mode
+    torch.manual_seed(0)
+    model = MLP((6,), 3, hidden=[8, 8], dropout=[0.2, 0.5])
+    x = torch.randn(40, 6)
+
+    def run(**kw: bool) -> np.ndarray:
+        sketches, _ = gpse_statistics(model, x, {}, generator=torch.Generator().manual_seed(1), **kw)
+        return sketches["head.heads.0"]
+
+    # Execute / Assert: eval mode by default, the same as dropout=False; dropout=True differs
+    default, off, on = run(), run(dropout=False), run(dropout=True)
+    np.testing.assert_array_equal(default, off)
+    assert not np.allclose(on, off)
