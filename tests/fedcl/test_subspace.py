@@ -393,3 +393,13 @@ def test_occupancy_metrics_round_trip_and_ignore_other_keys() -> None:
                     "subspace-dim/head/x": 2.0, "subspace-input-dim/head/x": 8.0}
     assert back == layers
     assert parse_occupancy_metrics({"subspace-input-dim/only": 8.0}) == {}
+
+
+def test_layer_inputs_of_a_linear_layer_fed_a_sequence_stack_every_position() -> None:
+    # Prepare: a linear layer applied to (batch, positions, features) inputs
+    model = nn.Sequential(nn.Linear(4, 2))
+    x = torch.arange(5 * 3 * 4, dtype=torch.float32).reshape(5, 3, 4)
+    # Execute
+    got = layer_inputs(model, {"0": model[0]}, x, generator=torch.Generator().manual_seed(0))
+    # Assert: one column per (sample, position), the features as rows
+    torch.testing.assert_close(got["0"], x.reshape(15, 4).T)
