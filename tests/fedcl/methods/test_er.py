@@ -59,20 +59,27 @@ def test_er_state_round_trip() -> None:
     assert_state_equal(restored.state_dict(), method.state_dict())
 
 
-def test_multi_head_loss_by_hand_replays_through_each_samples_own_head() -> None:
-    # Prepare: a two-head model; the buffer holds 6 task-0 samples; the client now learns task 1
+def _task1_batch_after_task0(replay_batch_size: int) -> tuple[MLP, ER, TaskContext, torch.Tensor, torch.Tensor]:
+    """A two-head model, an ER whose buffer holds 6 task-0 samples, and a batch of 4 task-1 samples as the
+    trainer hands it to ``loss``: the context, the current head's masked logits and their cross-entropy."""
     torch.manual_seed(0)
     model = MLP((MH_DIM,), 4, hidden=[8], num_heads=2)
-    method = ER(buffer_size=6, replay_batch_size=6)
+    method = ER(buffer_size=6, replay_batch_size=replay_batch_size)
     x0, y0 = mh_task(0, 6, seed=0)
     x1, y1 = mh_task(1, 4, seed=0)
-    c0 = make_ctx(model, 0, x0, y0, multi_head=True)
-    method.adapt_batch(x0, y0, c0)
+    method.adapt_batch(x0, y0, make_ctx(model, 0, x0, y0, multi_head=True))
     c1 = make_ctx(model, 1, x1, y1, multi_head=True)
-    bx, by = method.adapt_batch(x1, y1, c1)
-    c1.batch_x, c1.batch_y = bx, by
-    logits = task_logits(model, bx, 1, True, [2, 3])  # what the trainer computes: the current head, masked
-    base = F.cross_entropy(logits, by)
+    c1.batch_x, c1.batch_y = method.adapt_batch(x1, y1, c1)
+    logits = task_logits(model, c1.batch_x, 1, True, [2, 3])  # what the trainer computes: the current head, masked
+    return model, method, c1, logits, F.cross_entropy(logits, c1.batch_y)
+
+
+def test_multi_head_loss_by_hand_replays_through_each_samples_own_head() -> None:
+    # Prepare: the buffer holds 6 task-0 samples, all replayed with the task-1 batch
+    model, method, c1, logits, base = _task1_batch_after_task0(replay_batch_size=6)
+    x1, y1 = mh_task(1, 4, seed=0)
+    assert c1.batch_x is not None and c1.batch_y is not None
+    bx, by = c1.batch_x, c1.batch_y
     assert not torch.isfinite(base)  # replayed labels 0/1 are masked out of head 1
     # Execute
     got = method.loss(logits, by, base, c1)
@@ -141,16 +148,8 @@ def test_replay_and_reservoir_draws_come_from_the_rounds_generator() -> None:
 
 def test_multi_head_without_replay_keeps_the_trainers_loss() -> None:
     # Prepare: a filled memory but replay_batch_size 0 on a two-head model
-    torch.manual_seed(0)
-    model = MLP((MH_DIM,), 4, hidden=[8], num_heads=2)
-    method = ER(buffer_size=6, replay_batch_size=0)
-    x0, y0 = mh_task(0, 6, seed=0)
-    x1, y1 = mh_task(1, 4, seed=0)
-    method.adapt_batch(x0, y0, make_ctx(model, 0, x0, y0, multi_head=True))
-    c1 = make_ctx(model, 1, x1, y1, multi_head=True)
-    c1.batch_x, c1.batch_y = method.adapt_batch(x1, y1, c1)
-    logits = task_logits(model, c1.batch_x, 1, True, [2, 3])
-    base = F.cross_entropy(logits, c1.batch_y)
+    _, method, c1, logits, base = _task1_batch_after_task0(replay_batch_size=0)
+    assert c1.batch_x is not None and c1.batch_y is not None
     # Execute
     got = method.loss(logits, c1.batch_y, base, c1)
     # Assert: no replayed rows, so nothing to re-route through older heads
