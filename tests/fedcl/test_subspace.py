@@ -403,3 +403,20 @@ def test_layer_inputs_of_a_linear_layer_fed_a_sequence_stack_every_position() ->
     got = layer_inputs(model, {"0": model[0]}, x, generator=torch.Generator().manual_seed(0))
     # Assert: one column per (sample, position), the features as rows
     torch.testing.assert_close(got["0"], x.reshape(15, 4).T)
+
+
+def test_capped_columns_keep_a_matrix_at_the_cap_as_it_is() -> None:
+    from fedcl.subspace import _capped_columns
+
+    # Prepare: exactly max_columns columns, then one more
+    A = torch.arange(12.0).reshape(2, 6)
+    g = torch.Generator().manual_seed(0)
+    state = g.get_state()
+    # Execute
+    same = _capped_columns(A, 6, g)
+    drawn = g.get_state()
+    capped = _capped_columns(A, 5, g)
+    # Assert: at the cap nothing is drawn or reordered; above it, 5 distinct columns of A
+    assert same is A and torch.equal(drawn, state)
+    assert capped.shape == (2, 5) and len({tuple(c.tolist()) for c in capped.T}) == 5
+    assert all(any(torch.equal(c, a) for a in A.T) for c in capped.T)
