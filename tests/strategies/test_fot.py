@@ -367,3 +367,52 @@ def test_gpse_later_batches_must_match_the_first_batchs_sketch_layout(message_id
     # Assert: refused with the reason, the others summed
     assert strategy.gpse_faults.accepted == [0, 1, 2, 5, 6]
     assert "shapes differ" in strategy.gpse_faults.rejected[3] and "shapes differ" in strategy.gpse_faults.rejected[4]
+
+
+def test_gpse_one_client_at_a_time_gives_the_all_at_once_basis(message_identity: None) -> None:
+    # Prepare: every batch holds a single reply, so the first batch's layout comes from one reply
+    basis = np.eye(D_IN)[:, :2]
+    w0 = arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT))
+    single, at_once = make_fot("federation.num_clients=4", "federation.clients_per_round=1"), make_fot(
+        "federation.num_clients=4")
+    grids = _ByClientGrid(basis), _ByClientGrid(basis)
+    # Execute
+    single.on_task_end(2, 0, w0, grids[0])
+    at_once.on_task_end(2, 0, w0, grids[1])
+    # Assert
+    assert grids[0].batches == [1, 1, 1, 1] and single.gpse_faults.accepted == at_once.gpse_faults.accepted
+    U, V = single.fot.bases["fc"], at_once.fot.bases["fc"]
+    np.testing.assert_allclose((U @ U.T).numpy(), (V @ V.T).numpy(), atol=1e-6)
+
+
+def test_gpse_two_replies_that_disagree_on_the_layout_are_not_summed(
+    message_identity: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prepare: two clients trained task 0; client 1 sends a sketch of another shape
+    class TwoLayouts(_ByClientGrid):
+        def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
+            replies = super().send_and_receive(messages, timeout)
+            replies[1].content[gpse.SKETCH] = ArrayRecord({"fc": Array(np.ones((D_IN, 2), np.float32))})
+            return replies
+
+    strategy = make_fot("federation.num_clients=2")
+    # Execute
+    strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), TwoLayouts(np.eye(D_IN)[:, :2]))
+    # Assert: one of the two is rejected (named in the log as a GPSE reply), the other grows the basis
+    assert len(strategy.gpse_faults.accepted) == 1 and len(strategy.gpse_faults.rejected) == 1
+    assert "gpse: client" in caplog.text and strategy.fot.bases["fc"].shape[0] == D_IN
+
+
+def test_a_broken_gpse_reply_is_logged_as_a_gpse_rejection(
+    message_identity: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    class NaNGrid(_ByClientGrid):
+        def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
+            replies = super().send_and_receive(messages, timeout)
+            replies[0].content[gpse.SKETCH] = ArrayRecord({"fc": Array(np.full((D_IN, D_IN), np.nan, np.float32))})
+            return replies
+
+    strategy = make_fot()
+    strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), NaNGrid(np.eye(D_IN)[:, :2]))
+    assert list(strategy.gpse_faults.rejected) == [0]
+    assert f"gpse: client 0 rejected: {strategy.gpse_faults.rejected[0]}" in caplog.text
