@@ -459,3 +459,18 @@ def test_gpse_statistics_sketch_with_dropout_only_when_asked() -> None:
     default, off, on = run(), run(dropout=False), run(dropout=True)
     np.testing.assert_array_equal(default, off)
     assert not np.allclose(on, off)
+
+
+def test_growth_record_of_a_wide_sketch_names_eps_r_bar_and_the_layers_input_dimension() -> None:
+    # Prepare: a 4-dimensional layer input, sketched 4 x 8 (sketch_factor 2), all its energy in e0
+    Y = np.zeros((4, 8), dtype=np.float32)
+    Y[0, :] = 1.0
+    state = FOTState(bases={}, eps=0.9)
+    # Execute
+    state.update_bases({"l": Y}, {"l": 10.0}, total_examples=10.0)
+    # Assert: one direction of the layer's 4 (not of the sketch's 8 columns); the record's keys by name
+    record = state.growth[-1]
+    assert record["eps"] == 0.9 and set(record["layers"]) == {"l"}
+    layer = record["layers"]["l"]
+    assert (layer["dim"], layer["input_dim"], layer["share"]) == (1, 4, 0.25)
+    assert layer["r_bar"] == 1.0 and layer["added"] == 1
