@@ -400,7 +400,10 @@ def test_gpse_two_replies_that_disagree_on_the_layout_are_not_summed(
     strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), TwoLayouts(np.eye(D_IN)[:, :2]))
     # Assert: one of the two is rejected (named in the log as a GPSE reply), the other grows the basis
     assert len(strategy.gpse_faults.accepted) == 1 and len(strategy.gpse_faults.rejected) == 1
-    assert "gpse: client" in caplog.text and strategy.fot.bases["fc"].shape[0] == D_IN
+    [(client, reason)] = strategy.gpse_faults.rejected.items()
+    assert reason == "sketch names/shapes differ from the other clients'"
+    assert f"gpse: client {client} rejected: {reason}" in caplog.messages
+    assert strategy.fot.bases["fc"].shape[0] == D_IN
 
 
 def test_a_broken_gpse_reply_is_logged_as_a_gpse_rejection(
@@ -415,4 +418,4 @@ def test_a_broken_gpse_reply_is_logged_as_a_gpse_rejection(
     strategy = make_fot()
     strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), NaNGrid(np.eye(D_IN)[:, :2]))
     assert list(strategy.gpse_faults.rejected) == [0]
-    assert f"gpse: client 0 rejected: {strategy.gpse_faults.rejected[0]}" in caplog.text
+    assert f"gpse: client 0 rejected: {strategy.gpse_faults.rejected[0]}" in caplog.messages

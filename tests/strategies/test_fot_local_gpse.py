@@ -76,7 +76,7 @@ def test_a_non_finite_or_incomplete_sketch_is_rejected_and_the_rest_summed(
     # Assert: only client 2's sketch counted
     assert list(strategy.round_faults.rejected) == [0]
     assert strategy.gpse_faults.rejected == {1: f"record '{gpse.STATS}' missing or not a MetricRecord"}
-    assert f"gpse: client 1 rejected: record '{gpse.STATS}' missing or not a MetricRecord" in caplog.text
+    assert f"gpse: client 1 rejected: record '{gpse.STATS}' missing or not a MetricRecord" in caplog.messages
     np.testing.assert_allclose(_basis_projector(strategy), span @ span.T, atol=1e-5)
 
 
@@ -93,8 +93,11 @@ def test_replies_without_sketches_leave_nothing_pending_and_task_end_refuses(mes
     strategy = make_fot("strategy.gpse_model=local")
     strategy.aggregate_train(2, _replies(strategy, 2, [None, None, None]))
     assert strategy._pending == {} and strategy.gpse_faults.rejected == {}
-    with pytest.raises(RoundError, match=r"task 0 sent a sound GPSE sketch.*resume=<run folder>"):
+    with pytest.raises(RoundError) as info:
         strategy.on_task_end(2, 0, W0, GPSEGrid(np.eye(D_IN)[:, :2]))
+    assert str(info.value) == ("FOT: no client of the last round of task 0 sent a sound GPSE sketch "
+                               "(strategy.gpse_model=local); the newest checkpoint is intact: fix the clients "
+                               "and continue with resume=<run folder>")
 
 
 def test_pending_sums_survive_a_checkpoint_between_the_last_round_and_the_task_end(
@@ -155,3 +158,25 @@ def test_bases_and_occupancy_reports_before_and_after_a_task_end(message_identit
     assert list(bases) == ["fc"] and bases is not strategy.fot.bases
     assert torch.equal(bases["fc"], strategy.fot.bases["fc"])
     assert strategy.occupancy()["fc"]["dim"] == 2 and strategy.occupancy()["fc"]["input_dim"] == D_IN
+
+
+def test_local_sketches_under_central_dp_are_released_like_queried_ones(message_identity: None) -> None:
+    # Prepare: the same three sketches, sent on the last round's replies or answered to the task-end query
+    basis = np.eye(D_IN)[:, :2]
+    dp = ("privacy=dp_central", "privacy.dp.gpse_noise_multiplier=2.0")
+    local, queried = make_fot("strategy.gpse_model=local", *dp), make_fot(*dp)
+    # Execute
+    local.aggregate_train(2, _replies(local, 2, [_sketch(basis, i) for i in range(3)]))
+    local.on_task_end(2, 0, W0, GPSEGrid(basis))
+    queried.on_task_end(2, 0, W0, GPSEGrid(basis))
+    # Assert: one 'gpse' release of the three clients, and the same noise (seeded by the task) on the same sums
+    [release] = [r for r in local.averager.accountant.ledger if r.kind == "gpse"]  # (the round's own is "train")
+    assert (release.noise_multiplier, release.sample_size) == (2.0, 3)
+    U, V = local.fot.bases.get("fc"), queried.fot.bases.get("fc")
+    assert (U is None) == (V is None) and (U is None or torch.equal(U, V))
+    assert local.fot.growth == queried.fot.growth
+    # the same sums released at the end of task 1 draw other noise (its seed names the task)
+    later = make_fot("strategy.gpse_model=local", *dp)
+    later.aggregate_train(4, _replies(later, 4, [_sketch(basis, i) for i in range(3)]))
+    later.on_task_end(4, 1, W0, GPSEGrid(basis))
+    assert later.fot.growth[-1]["layers"]["fc"]["r_bar"] != local.fot.growth[-1]["layers"]["fc"]["r_bar"]
