@@ -420,3 +420,19 @@ def test_capped_columns_keep_a_matrix_at_the_cap_as_it_is() -> None:
     assert same is A and torch.equal(drawn, state)
     assert capped.shape == (2, 5) and len({tuple(c.tolist()) for c in capped.T}) == 5
     assert all(any(torch.equal(c, a) for a in A.T) for c in capped.T)
+
+
+def test_a_zero_residual_adds_nothing_even_with_min_new() -> None:
+    # Prepare: a 1-column basis of R^4 and a sketch with energy, but a zero residual ratio
+    U = torch.eye(4)[:, :1].contiguous()
+    Y = torch.eye(4)[:, 1:3] * 3.0
+    # Execute / Assert: r_bar = 0 means the clients' inputs lie in span(U) already
+    assert grow_basis(U, Y, r_bar=0.0, eps=0.97, min_new=2) is U
+    assert grow_basis(U, Y, r_bar=0.5, eps=0.97, min_new=2).shape == (4, 3)
+
+
+def test_occupancy_of_an_empty_layer_and_without_a_finite_eps() -> None:
+    assert occupancy(0, 0) == {"dim": 0, "input_dim": 0, "share": 0.0, "eps_used": None}
+    for eps in (float("inf"), float("-inf"), float("nan")):
+        assert occupancy(1, 4, eps)["eps_used"] is None
+    assert occupancy(1, 4, 0.5) == {"dim": 1, "input_dim": 4, "share": 0.25, "eps_used": 0.5}
