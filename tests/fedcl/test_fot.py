@@ -425,9 +425,10 @@ def test_query_reply_is_gpse_statistics_under_the_runs_options_and_the_clients_o
     from fedcl.seeding import torch_generator
     from tests.conftest import synthetic_overrides
 
-    # Prepare: non-default options, dropout in the model, client 1 on task 1, a subset of its samples
+    # Prepare: non-default options, dropout in the model, client 1 on task 1, a subset of its samples, and
+    # central DP (the client bounds its inputs and its sketch)
     cfg = compose(synthetic_overrides("strategy=fot", "strategy.sketch_factor=2", "strategy.gpse_max_samples=40",
-                                      "strategy.gpse_dropout=true", "model.dropout=0.5"))
+                                      "strategy.gpse_dropout=true", "model.dropout=0.5", "privacy=dp_central"))
     stream = build_stream(cfg.stream, cfg.federation.num_clients, cfg.seed)
     model = build_model(cfg.model, stream.in_shape, stream.num_classes, stream.num_heads)
     msg = gpse.gpse_query(array_record(dict(model.state_dict())), query_config(to_json(cfg), 4, 1, 1), {}, 1)
@@ -436,7 +437,7 @@ def test_query_reply_is_gpse_statistics_under_the_runs_options_and_the_clients_o
     # Execute
     reply = fot_client.handle(msg, ctx, parse(msg, ctx)).content
     want, stats = gpse_statistics(model, x, {}, sketch_factor=2, max_samples=40, batch_size=256, task_id=1,
-                                  generator=torch_generator(cfg.seed, "omega", 1, 1), dropout=True, private=False)
+                                  generator=torch_generator(cfg.seed, "omega", 1, 1), dropout=True, private=True)
     # Assert: bit for bit, so every option and the seed of Omega_i reach the client's statistics
     assert x.shape[0] > 40
     for name, y in want.items():

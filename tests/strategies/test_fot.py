@@ -419,3 +419,8 @@ def test_a_broken_gpse_reply_is_logged_as_a_gpse_rejection(
     strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), NaNGrid(np.eye(D_IN)[:, :2]))
     assert list(strategy.gpse_faults.rejected) == [0]
     assert f"gpse: client 0 rejected: {strategy.gpse_faults.rejected[0]}" in caplog.messages
+
+
+def test_fot_options_reach_its_state(message_identity: None) -> None:
+    strategy = make_fot("strategy.eps=0.8", "strategy.d_eps=0.05", "strategy.min_new_directions=2")
+    assert (strategy.fot.eps, strategy.fot.d_eps, strategy.fot.min_new, strategy.fot.bases) == (0.8, 0.05, 2, {})
