@@ -57,7 +57,7 @@ lint: setup
 	$(VENV)/bin/ruff check fedcl strategies simulations tests
 	$(VENV)/bin/mypy fedcl strategies
 
-# mutation testing (mutmut, [tool.mutmut] in pyproject.toml): not part of CI, hours on two cores;
+# mutation testing (mutmut, [tool.mutmut] in pyproject.toml): not part of CI, about 1.5 h on two cores;
 # MUTANTS="fedcl.subspace* strategies.fot*" limits it to some files; MUTANT_CHILDREN parallel workers.
 # One OpenMP thread per worker: mutants run in processes forked from mutmut's fork server, where a
 # multi-threaded torch op deadlocks and spins until the CPU limit, which mutmut then reports as a timeout
