@@ -332,19 +332,23 @@ class _ByClientGrid(GPSEGrid):
         return replies
 
 
-def test_gpse_asks_a_rounds_worth_of_clients_at_a_time_with_the_same_result(message_identity: None) -> None:
-    # Prepare: 7 clients trained task 0; 3 per round, or all at once
+@pytest.mark.parametrize(("clients", "per_round", "batches"), [(7, 3, [3, 3, 1]), (4, 1, [1, 1, 1, 1])])
+def test_gpse_asks_a_rounds_worth_of_clients_at_a_time_with_the_same_result(
+    message_identity: None, clients: int, per_round: int, batches: list[int]
+) -> None:
+    # Prepare: the clients trained task 0; asked a round's worth at a time (one at a time: the first batch's
+    # sketch layout comes from a single reply), or all at once
     basis = np.eye(D_IN)[:, :2]
     w0 = arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT))
-    batched, at_once = make_fot("federation.num_clients=7", "federation.clients_per_round=3"), make_fot(
-        "federation.num_clients=7")
+    batched = make_fot(f"federation.num_clients={clients}", f"federation.clients_per_round={per_round}")
+    at_once = make_fot(f"federation.num_clients={clients}")
     grids = _ByClientGrid(basis), _ByClientGrid(basis)
     # Execute
     batched.on_task_end(2, 0, w0, grids[0])
     at_once.on_task_end(2, 0, w0, grids[1])
     # Assert: the server never holds more than a round's queries and sketches; every client answered once
-    assert grids[0].batches == [3, 3, 1] and grids[1].batches == [7]
-    assert batched.gpse_faults.accepted == at_once.gpse_faults.accepted == list(range(7))
+    assert grids[0].batches == batches and grids[1].batches == [clients]
+    assert batched.gpse_faults.accepted == at_once.gpse_faults.accepted == list(range(clients))
     assert batched.sketch_bytes == at_once.sketch_bytes and batched.bytes_down == at_once.bytes_down
     U, V = batched.fot.bases["fc"], at_once.fot.bases["fc"]
     np.testing.assert_allclose((U @ U.T).numpy(), (V @ V.T).numpy(), atol=1e-6)
@@ -367,22 +371,6 @@ def test_gpse_later_batches_must_match_the_first_batchs_sketch_layout(message_id
     # Assert: refused with the reason, the others summed
     assert strategy.gpse_faults.accepted == [0, 1, 2, 5, 6]
     assert "shapes differ" in strategy.gpse_faults.rejected[3] and "shapes differ" in strategy.gpse_faults.rejected[4]
-
-
-def test_gpse_one_client_at_a_time_gives_the_all_at_once_basis(message_identity: None) -> None:
-    # Prepare: every batch holds a single reply, so the first batch's layout comes from one reply
-    basis = np.eye(D_IN)[:, :2]
-    w0 = arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT))
-    single, at_once = make_fot("federation.num_clients=4", "federation.clients_per_round=1"), make_fot(
-        "federation.num_clients=4")
-    grids = _ByClientGrid(basis), _ByClientGrid(basis)
-    # Execute
-    single.on_task_end(2, 0, w0, grids[0])
-    at_once.on_task_end(2, 0, w0, grids[1])
-    # Assert
-    assert grids[0].batches == [1, 1, 1, 1] and single.gpse_faults.accepted == at_once.gpse_faults.accepted
-    U, V = single.fot.bases["fc"], at_once.fot.bases["fc"]
-    np.testing.assert_allclose((U @ U.T).numpy(), (V @ V.T).numpy(), atol=1e-6)
 
 
 def test_gpse_two_replies_that_disagree_on_the_layout_are_not_summed(
