@@ -373,19 +373,27 @@ def test_gpse_later_batches_must_match_the_first_batchs_sketch_layout(message_id
     assert "shapes differ" in strategy.gpse_faults.rejected[3] and "shapes differ" in strategy.gpse_faults.rejected[4]
 
 
+class _OneSketchReplaced(_ByClientGrid):
+    """``_ByClientGrid`` whose reply at ``position`` in every batch carries ``sketch`` as its ``fc`` sketch."""
+
+    def __init__(self, basis: np.ndarray, position: int, sketch: np.ndarray) -> None:
+        super().__init__(basis)
+        self.position, self.sketch = position, sketch
+
+    def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
+        replies = super().send_and_receive(messages, timeout)
+        replies[self.position].content[gpse.SKETCH] = ArrayRecord({"fc": Array(self.sketch)})
+        return replies
+
+
 def test_gpse_two_replies_that_disagree_on_the_layout_are_not_summed(
     message_identity: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Prepare: two clients trained task 0; client 1 sends a sketch of another shape
-    class TwoLayouts(_ByClientGrid):
-        def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
-            replies = super().send_and_receive(messages, timeout)
-            replies[1].content[gpse.SKETCH] = ArrayRecord({"fc": Array(np.ones((D_IN, 2), np.float32))})
-            return replies
-
+    grid = _OneSketchReplaced(np.eye(D_IN)[:, :2], 1, np.ones((D_IN, 2), np.float32))
     strategy = make_fot("federation.num_clients=2")
     # Execute
-    strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), TwoLayouts(np.eye(D_IN)[:, :2]))
+    strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), grid)
     # Assert: one of the two is rejected (named in the log as a GPSE reply), the other grows the basis
     assert len(strategy.gpse_faults.accepted) == 1 and len(strategy.gpse_faults.rejected) == 1
     [(client, reason)] = strategy.gpse_faults.rejected.items()
@@ -397,14 +405,9 @@ def test_gpse_two_replies_that_disagree_on_the_layout_are_not_summed(
 def test_a_broken_gpse_reply_is_logged_as_a_gpse_rejection(
     message_identity: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class NaNGrid(_ByClientGrid):
-        def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
-            replies = super().send_and_receive(messages, timeout)
-            replies[0].content[gpse.SKETCH] = ArrayRecord({"fc": Array(np.full((D_IN, D_IN), np.nan, np.float32))})
-            return replies
-
+    grid = _OneSketchReplaced(np.eye(D_IN)[:, :2], 0, np.full((D_IN, D_IN), np.nan, np.float32))
     strategy = make_fot()
-    strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), NaNGrid(np.eye(D_IN)[:, :2]))
+    strategy.on_task_end(2, 0, arrays_of(np.zeros((D_OUT, D_IN)), np.zeros(D_OUT)), grid)
     assert list(strategy.gpse_faults.rejected) == [0]
     assert f"gpse: client 0 rejected: {strategy.gpse_faults.rejected[0]}" in caplog.messages
 
